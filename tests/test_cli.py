@@ -1,0 +1,69 @@
+"""The zhembed command line: outputs, and one readable line with status 2 for user mistakes."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from zhembed.cli import main
+
+
+def run(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["zhembed", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_encode_arguments_and_files(monkeypatch, capsys, tiny_bert, tmp_path):
+    code, out, _ = run(monkeypatch, capsys, "encode", "你好", "再见", "-m", tiny_bert)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [r["text"] for r in rows] == ["你好", "再见"] and len(rows[0]["embedding"]) == 32
+
+    lines = tmp_path / "in.txt"
+    lines.write_text("你好\n\n再见\n", encoding="utf-8")
+    code, _, err = run(monkeypatch, capsys, "encode", "-i", lines, "-o", tmp_path / "v.npy", "-m", tiny_bert)
+    assert code == 0 and np.load(tmp_path / "v.npy").shape == (3, 32) and "wrote 3 vectors" in err
+
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"q": "你好"}\n{"q": "再见"}\n', encoding="utf-8")
+    code, _, _ = run(monkeypatch, capsys, "encode", "-i", jsonl, "--text-field", "q", "-o", tmp_path / "v.jsonl",
+                     "-m", tiny_bert)
+    written = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert code == 0 and [w["text"] for w in written] == ["你好", "再见"]
+
+
+def test_similarity_and_info(monkeypatch, capsys, tiny_bert):
+    code, out, _ = run(monkeypatch, capsys, "similarity", "你好", "你好", "再见", "-m", tiny_bert)
+    scores = [float(line.split("\t")[0]) for line in out.splitlines()]
+    assert code == 0 and len(scores) == 2 and scores[0] == pytest.approx(1, abs=1e-4)
+    code, out, _ = run(monkeypatch, capsys, "info", tiny_bert)
+    assert code == 0 and f"path: {tiny_bert.resolve()}" in out and "layers: 2" in out and "parameters:" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["encode", "-m", "{tiny}"], "exactly one of them"),
+    (["encode", "x", "-m", "/no/such/model"], "model directory not found: /no/such/model"),
+    (["encode", "-i", "/no/such/file.txt", "-m", "{tiny}"], "input file not found"),
+    (["encode", "-i", "{bad_utf8}", "-m", "{tiny}"], ":2: not UTF-8"),
+    (["encode", "-i", "{bad_jsonl}", "-m", "{tiny}"], ":2: no string field 'text'"),
+    (["encode", "-i", "{empty}", "-m", "{tiny}"], "is empty"),
+    (["encode", "x", "-o", "out.csv", "-m", "{tiny}"], "must end in .npy or .jsonl"),
+    (["info", "/no/such/model"], "model directory not found"),
+])
+def test_user_mistakes_are_one_line(monkeypatch, capsys, tiny_bert, tmp_path, args, message):
+    files = {"tiny": tiny_bert, "bad_utf8": tmp_path / "bad.txt", "bad_jsonl": tmp_path / "bad.jsonl",
+             "empty": tmp_path / "empty.txt"}
+    files["bad_utf8"].write_bytes("好\n".encode() + b"\xff\xfe\n")
+    files["bad_jsonl"].write_text('{"text": "好"}\n{"other": 1}\n', encoding="utf-8")
+    files["empty"].write_text("")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(monkeypatch, capsys, *[a.format(**files) for a in args])
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -1,0 +1,51 @@
+"""Model backends: given padded token ids and an attention mask, return the last hidden states.
+
+Pooling, normalization, batching and tokenization live in the Encoder, so every backend is only the
+transformer forward pass.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .errors import ZhembedError
+
+
+class Backend(Protocol):
+    name: str
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """[batch, seq] int64 ids and mask -> [batch, seq, hidden] float32 hidden states."""
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class TorchBackend:
+    """transformers' AutoModel in fp32 on the CPU, without gradients."""
+
+    name = "torch"
+
+    def __init__(self, model_dir: Path, num_threads: int | None = None):
+        import torch
+        from transformers import AutoModel
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+        torch.set_num_threads(num_threads or default_threads())
+        try:
+            self.model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+        except Exception as e:  # transformers raises many types for a broken directory
+            raise ZhembedError(f"cannot load model weights from {model_dir}: {str(e).splitlines()[0]}") from None
+        self._torch = torch
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask))
+        return out.last_hidden_state.numpy()

@@ -1,0 +1,172 @@
+"""The Encoder: Chinese text in, sentence vectors out, for any local sentence-transformers/BERT directory."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .backends import Backend
+from .errors import ZhembedError
+from .st_format import SentenceConfig, read_sentence_config
+
+
+def load_tokenizer(model_dir: Path):
+    """tokenizer.json through `tokenizers`; a WordPiece vocab.txt directory through transformers."""
+    from tokenizers import Tokenizer
+
+    if (model_dir / "tokenizer.json").exists():
+        try:
+            return Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        except Exception as e:
+            raise ZhembedError(f"cannot read {model_dir / 'tokenizer.json'}: {e}") from None
+    if (model_dir / "vocab.txt").exists():
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(model_dir)).backend_tokenizer
+    raise ZhembedError(f"{model_dir} has no tokenizer (neither tokenizer.json nor vocab.txt)")
+
+
+def _pad_id(model_dir: Path, tokenizer) -> int:
+    for name, key in (("tokenizer_config.json", "pad_token"), ("config.json", "pad_token_id")):
+        try:
+            value = json.loads((model_dir / name).read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, dict):
+            value = value.get("content")
+        if isinstance(value, str) and tokenizer.token_to_id(value) is not None:
+            return tokenizer.token_to_id(value)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def check_texts(texts: object) -> list[str]:
+    """A list of str, or a clear error naming what is wrong and where."""
+    if texts is None:
+        raise TypeError("texts must be a string or a list of strings, got None")
+    if isinstance(texts, (bytes, dict)) or not isinstance(texts, Sequence | np.ndarray):
+        raise TypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__}, not str: {text!r:.60}")
+    return list(texts)
+
+
+def resolve_model_dir(path: str | Path | None) -> Path:
+    """The directory of `path`, or of the project's default model when it is None."""
+    if path is None:
+        from .default_model import default_model_dir
+
+        return default_model_dir()
+    model_dir = Path(path).expanduser().resolve()
+    if not model_dir.is_dir():
+        raise ZhembedError(f"model directory not found: {path}")
+    if not (model_dir / "config.json").exists():
+        raise ZhembedError(f"{model_dir} is not a model directory: it has no config.json")
+    return model_dir
+
+
+class Encoder:
+    """Encode sentences with mean (or the directory's) pooling, length-sorted batches and the default prompt.
+
+    >>> enc = Encoder.load()                       # the shipped default model
+    >>> enc.similarity("花呗怎么还款", ["花呗如何还钱", "今天天气很好"])
+    """
+
+    def __init__(self, path: Path, tokenizer, backend: Backend, config: SentenceConfig, pad_id: int = 0):
+        self.path, self.tokenizer, self.backend, self.config, self.pad_id = path, tokenizer, backend, config, pad_id
+        self.tokenizer.no_padding()
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, backend: str = "torch", num_threads: int | None = None) -> Encoder:
+        """Load a local model directory; `None` loads the default model."""
+        model_dir = resolve_model_dir(path)
+        if backend != "torch":
+            raise ZhembedError(f"unknown backend {backend!r}; choose 'torch'")
+        from .backends import TorchBackend
+
+        tokenizer = load_tokenizer(model_dir)
+        return cls(model_dir, tokenizer, TorchBackend(model_dir, num_threads),
+                   read_sentence_config(model_dir), _pad_id(model_dir, tokenizer))
+
+    @property
+    def prompt(self) -> str:
+        return self.config.prompt
+
+    def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
+        """Token ids of each text with the default prompt prepended, truncated to max_length."""
+        if max_length < 2:
+            raise ZhembedError(f"max_length must be at least 2, got {max_length}")
+        self.tokenizer.enable_truncation(max_length)
+        encodings = self.tokenizer.encode_batch([self.prompt + t for t in texts])
+        return [e.ids for e in encodings]
+
+    def encode(self, texts: str | Sequence[str], batch_size: int = 32, max_length: int = 256,
+               normalize: bool = True, show_progress: bool | None = None) -> np.ndarray:
+        """Vectors as float32, one row per text in input order (a single string gives one vector)."""
+        single = isinstance(texts, str)
+        items = check_texts([texts] if single else texts)
+        if batch_size < 1:
+            raise ZhembedError(f"batch_size must be positive, got {batch_size}")
+        out = self._encode_ids(self.tokenize(items, max_length), batch_size, show_progress)
+        if normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out[0] if single else out
+
+    def _encode_ids(self, ids: list[list[int]], batch_size: int, show_progress: bool | None) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        if show_progress is None:
+            show_progress = len(ids) >= 2000 and sys.stderr.isatty()
+        starts = range(0, len(ids), batch_size)
+        for start in tqdm(starts, desc="encode", unit="batch", disable=not show_progress):
+            idx = order[start:start + batch_size]
+            input_ids, mask = self.pad([ids[i] for i in idx])
+            out[idx] = self.pool(self.backend(input_ids, mask), mask)
+        return out
+
+    def pad(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        width = max(len(x) for x in batch)
+        input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, x in enumerate(batch):
+            input_ids[row, :len(x)] = x
+            mask[row, :len(x)] = 1
+        return input_ids, mask
+
+    def pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Sentence vectors from token vectors, as the directory's Pooling module says."""
+        m = mask[..., None].astype(hidden.dtype)
+        if self.config.pooling == "cls":
+            return hidden[:, 0].copy()
+        if self.config.pooling == "max":
+            return np.where(m > 0, hidden, -np.inf).max(axis=1)
+        if self.config.pooling == "lasttoken":
+            return hidden[np.arange(len(hidden)), mask.sum(1) - 1].copy()
+        return (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+
+    @property
+    def dim(self) -> int:
+        if self.config.dim is None:
+            self.config.dim = int(json.loads((self.path / "config.json").read_text())["hidden_size"])
+        return self.config.dim
+
+    def similarity(self, a: str | Sequence[str], b: str | Sequence[str], **kw) -> np.ndarray | float:
+        """Cosine similarity: a float for two strings, else a matrix [len(a), len(b)]."""
+        va, vb = self.encode(a, normalize=True, **kw), self.encode(b, normalize=True, **kw)
+        scores = np.atleast_2d(va) @ np.atleast_2d(vb).T
+        if isinstance(a, str) and isinstance(b, str):
+            return float(scores[0, 0])
+        if isinstance(a, str):
+            return scores[0]
+        return scores
+
+    def __repr__(self) -> str:
+        return f"Encoder({str(self.path)!r}, backend={self.backend.name!r}, dim={self.dim})"
