@@ -37,7 +37,8 @@ class TorchBackend:
         from transformers.utils import logging
 
         logging.disable_progress_bar()
-        torch.set_num_threads(num_threads or default_threads())
+        self.threads = num_threads or default_threads()
+        torch.set_num_threads(self.threads)
         try:
             self.model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32).eval()
         except Exception as e:  # transformers raises many types for a broken directory

@@ -75,6 +75,105 @@ def info(model: Annotated[Optional[str], typer.Argument(help="Model directory (d
         typer.echo(f"{key}: {value!r}" if key == "prompt" else f"{key}: {value}")
 
 
+def _task_pairs(specs: list[str]) -> dict[str, Path]:
+    pairs = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ZhembedError(f"--task takes name=path.tsv, got {spec!r}")
+        pairs[name] = Path(path)
+    return pairs
+
+
+@app.command("eval")
+def eval_cmd(models: Annotated[list[str], typer.Argument(help="Model directories (the first is the baseline).")],
+             data: Annotated[Optional[Path], typer.Option(help="Folder of TSV splits (default: ../shared/data/eval).")] = None,
+             tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task names (default: the seven seed splits).")] = None,
+             task: Annotated[Optional[list[str]], typer.Option(help="Extra task as name=path.tsv (repeatable).")] = None,
+             json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report here.")] = None,
+             markdown_path: Annotated[Optional[Path], typer.Option("--markdown", help="Write the Markdown tables here.")] = None,
+             plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG bar chart here.")] = None,
+             batch_size: BatchOpt = 32, max_length: MaxLenOpt = 256):
+    """Spearman x 100 on Chinese STS/matching splits, in both protocols (seed and cosine)."""
+    import time
+
+    from . import evaluation as ev
+
+    task_list = ev.load_tasks(data, [t for t in (tasks or "").split(",") if t] or None, _task_pairs(task or []))
+    results = []
+    for model in models:
+        start = time.time()
+        scores = ev.evaluate_encoder(_encoder(model), task_list, batch_size, max_length)
+        results.append(ev.summarize(model, scores, time.time() - start))
+        typer.echo(f"{model}: cosine {results[-1]['avg']['cosine']:.2f}, seed {results[-1]['avg']['seed']:.2f} "
+                   f"({results[-1]['seconds']:.0f} s)", err=True)
+    typer.echo(ev.write_outputs(ev.report(results), json_path, markdown_path, plot_path))
+
+
+@app.command()
+def bench(models: Annotated[list[str], typer.Argument(help="Model directories (the first is the baseline).")],
+          sentences: Annotated[int, typer.Option(help="Sentences drawn from the evaluation splits.")] = 10_000,
+          data: Annotated[Optional[Path], typer.Option(help="Folder of TSV splits (default: ../shared/data/eval).")] = None,
+          batch_size: BatchOpt = 16, max_length: MaxLenOpt = 256,
+          repeats: Annotated[int, typer.Option(help="Timed passes per model; the median is reported.")] = 3,
+          json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report here.")] = None,
+          markdown_path: Annotated[Optional[Path], typer.Option("--markdown", help="Write the Markdown table here.")] = None):
+    """The seed card's speed table: cost, latency and throughput, with a ratio against the first model."""
+    from . import benchmark as bm
+
+    texts = bm.bench_sentences(sentences, data)
+    doc = bm.run_bench([_encoder(m) for m in models], texts, batch_size, max_length, repeats,
+                       log=lambda msg: typer.echo(msg, err=True))
+    table = bm.markdown(doc)
+    if json_path:
+        json_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    if markdown_path:
+        markdown_path.write_text(table, encoding="utf-8")
+    typer.echo(table)
+
+
+@app.command("prune-vocab")
+def prune_vocab_cmd(model: Annotated[Path, typer.Option(help="Model directory with a Unigram tokenizer.json.")],
+                    corpus: Annotated[Path, typer.Option(help="UTF-8 text, one sentence per line.")],
+                    out: Annotated[Path, typer.Option(help="Where to write the pruned model.")]):
+    """Keep only the vocabulary a Chinese corpus needs; tokenization of covered text is unchanged."""
+    from .encoder import resolve_model_dir
+    from .prune_vocab import prune_vocab
+
+    typer.echo(f"{prune_vocab(resolve_model_dir(model), corpus, out)}; wrote {out}")
+
+
+@app.command()
+def distill(teacher: Annotated[Optional[str], typer.Option(help="Teacher directory (default: the imported e5).")] = None,
+            out: Annotated[Path, typer.Option(help="Where to write the student.")] = Path("runs/student"),
+            corpus: Annotated[Optional[Path], typer.Option(help="Unlabeled sentences, one per line.")] = None,
+            layers: Annotated[str, typer.Option(help="'auto' or 0-based teacher layers, e.g. 1,4,7,10.")] = "auto",
+            num_layers: Annotated[int, typer.Option(help="Student layers with --layers auto.")] = 4,
+            prune_vocab: Annotated[bool, typer.Option(help="Prune the vocabulary to the corpus first.")] = True,
+            epochs: int = 1, batch_size: BatchOpt = 64, lr: float = 2e-4, max_length: MaxLenOpt = 256,
+            cos_weight: Annotated[float, typer.Option(help="Weight of an extra (1 - cosine) loss term.")] = 0.0,
+            max_sentences: Annotated[int, typer.Option(help="Use the first N sentences of the seeded shuffle (0: all).")] = 0,
+            seed: int = 42,
+            work_dir: Annotated[Path, typer.Option(help="Checkpoints and caches (git-ignored).")] = Path("runs/distill"),
+            eval_data: Annotated[Optional[Path], typer.Option(help="Folder with csts_dev/lcqmc_dev for dev checks.")] = None,
+            checkpoint_every: int = 200, eval_every: int = 500,
+            resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
+    """Distil a small student from a teacher (MSE on sentence embeddings), with checkpoints and resume."""
+    from .default_model import teacher_dir
+    from .distill import DistillConfig
+    from .distill import distill as run
+    from .encoder import resolve_model_dir
+
+    if corpus is None:
+        raise ZhembedError("--corpus FILE is required (unlabeled sentences, one per line)")
+    cfg = DistillConfig(teacher=str(resolve_model_dir(teacher) if teacher else teacher_dir()), out=str(out),
+                        corpus=str(corpus), layers=layers, num_layers=num_layers, prune_vocab=prune_vocab,
+                        epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, cos_weight=cos_weight,
+                        max_sentences=max_sentences, seed=seed, work_dir=str(work_dir),
+                        eval_data=str(eval_data or ""), checkpoint_every=checkpoint_every, eval_every=eval_every)
+    run(cfg, resume=resume, log=lambda msg: typer.echo(msg, err=True))
+
+
 def main() -> None:
     """Entry point: run the app, turning user mistakes into one line on stderr."""
     try:

@@ -1,0 +1,97 @@
+"""The seed card's speed table on this CPU: parameters, size, cost, latency and throughput.
+
+Like the card, each `encode` call gets one batch of sentences in corpus order; latency is the mean time of
+a call, cost the total time, throughput sentences / cost. Models take turns in every repeat, so load on
+a noisy machine falls on all of them alike; the median repeat is reported.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .evaluation import SEED_TASKS, default_data_dir
+from .errors import ZhembedError
+from .info import count_parameters, size_on_disk
+
+
+def bench_sentences(n: int, data: Path | None = None, seed: int = 0) -> list[str]:
+    """`n` distinct sentences drawn (seeded) from the evaluation splits."""
+    data_dir = Path(data) if data else default_data_dir()
+    if data_dir is None:
+        raise ZhembedError("no evaluation data to draw sentences from; pass --data DIR")
+    sentences = []
+    for name in SEED_TASKS:
+        for line in (data_dir / f"{name}.tsv").read_text(encoding="utf-8").splitlines():
+            sentences.extend(line.split("\t")[:2])
+    sentences = list(dict.fromkeys(sentences))
+    np.random.default_rng(seed).shuffle(sentences)
+    if len(sentences) < n:
+        raise ZhembedError(f"only {len(sentences)} distinct sentences in {data_dir}, asked for {n}")
+    return sentences[:n]
+
+
+def time_pass(encoder, sentences: list[str], batch_size: int, max_length: int) -> list[float]:
+    """Seconds of each `encode` call over consecutive batches."""
+    times = []
+    for lo in range(0, len(sentences), batch_size):
+        batch = sentences[lo:lo + batch_size]
+        start = time.perf_counter()
+        encoder.encode(batch, batch_size=batch_size, max_length=max_length)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run_bench(encoders: list, sentences: list[str], batch_size: int = 16, max_length: int = 256,
+              repeats: int = 3, log=print) -> dict:
+    """Warm up, then `repeats` interleaved timed passes per model; the median pass of each."""
+    for enc in encoders:
+        enc.encode(sentences[:4 * batch_size], batch_size=batch_size, max_length=max_length)
+    passes = {i: [] for i in range(len(encoders))}
+    for r in range(repeats):
+        for i, enc in enumerate(encoders):
+            times = time_pass(enc, sentences, batch_size, max_length)
+            passes[i].append(times)
+            log(f"repeat {r + 1}/{repeats} {enc.path.name}: {len(sentences) / sum(times):.1f} sentences/s")
+    rows = [_row(enc, passes[i], len(sentences)) for i, enc in enumerate(encoders)]
+    for row in rows:
+        row["throughput_ratio"] = round(row["throughput"] / rows[0]["throughput"], 2)
+        row["latency_ratio"] = round(row["latency_ms"] / rows[0]["latency_ms"], 2)
+    return {"models": rows, "sentences": len(sentences), "batch_size": batch_size, "max_length": max_length,
+            "repeats": repeats, "cpu": cpu_name(), "date": datetime.date.today().isoformat()}
+
+
+def _row(enc, passes: list[list[float]], n: int) -> dict:
+    median = sorted(passes, key=sum)[len(passes) // 2]
+    layers = json.loads((enc.path / "config.json").read_text()).get("num_hidden_layers")
+    return {"model": str(enc.path), "backend": enc.backend.name, "threads": enc.backend.threads, "layers": layers,
+            "parameters": count_parameters(enc.path), "size_mb": round(size_on_disk(enc.path) / 2**20, 1),
+            "cost_s": round(sum(median), 2), "latency_ms": round(1000 * float(np.mean(median)), 2),
+            "throughput": round(n / sum(median), 1)}
+
+
+def markdown(doc: dict) -> str:
+    head = ("| model | backend | threads | layers | params | size (MB) | cost (s) | latency (ms/batch) | throughput (sent/s) "
+            "| throughput ratio |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["models"]:
+        lines.append(f"| {r['model']} | {r['backend']} | {r['threads']} | {r['layers']} | {r['parameters'] / 1e6:.1f}M | {r['size_mb']} "
+                     f"| {r['cost_s']} | {r['latency_ms']} | {r['throughput']} | {r['throughput_ratio']:.2f}x |")
+    lines.append(f"\n{doc['sentences']} sentences, batch {doc['batch_size']}, max_length {doc['max_length']}, "
+                 f"median of {doc['repeats']} repeats, {doc['cpu']}, {doc['date']}.")
+    return "\n".join(lines) + "\n"

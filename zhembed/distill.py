@@ -1,0 +1,269 @@
+"""Distillation: a student made of the teacher's embeddings and a few of its layers learns to reproduce the
+teacher's sentence embeddings (MSE, the seed's recipe) on unlabeled Chinese sentences.
+
+Read top to bottom: config, student construction, data, the training loop with checkpoints and resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ZhembedError
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass
+class DistillConfig:
+    teacher: str
+    out: str
+    corpus: str
+    layers: str = "auto"          # "auto" or comma-separated 0-based teacher layers, e.g. "1,4,7,10"
+    num_layers: int = 4           # with layers="auto"
+    prune_vocab: bool = True
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 2e-4
+    warmup: float = 0.1
+    max_length: int = 256
+    cos_weight: float = 0.0       # weight of an extra (1 - cosine) term beside the MSE
+    max_sentences: int = 0        # 0: the whole corpus
+    dev_sentences: int = 1000     # held out from training for the dev MSE
+    seed: int = 42
+    work_dir: str = "runs/distill"
+    checkpoint_every: int = 200
+    log_every: int = 20
+    eval_every: int = 500
+    eval_data: str = ""           # folder with csts_dev.tsv / lcqmc_dev.tsv for periodic dev Spearman
+    threads: int = 0
+
+
+def choose_layers(spec: str, teacher_layers: int, num_layers: int) -> list[int]:
+    """`auto` spaces `num_layers` evenly like the seed's 1,4,7,10 of 12; else parse and check the list."""
+    if spec == "auto":
+        if not 0 < num_layers <= teacher_layers:
+            raise ZhembedError(f"cannot keep {num_layers} of {teacher_layers} teacher layers")
+        step = teacher_layers / num_layers
+        return [int(i * step + step / 2) for i in range(num_layers)]
+    try:
+        layers = [int(x) for x in spec.split(",")]
+    except ValueError:
+        raise ZhembedError(f"--layers must be 'auto' or comma-separated integers, got {spec!r}") from None
+    if not layers or any(not 0 <= x < teacher_layers for x in layers) or layers != sorted(set(layers)):
+        raise ZhembedError(f"--layers {spec!r}: need increasing distinct layers in 0..{teacher_layers - 1}")
+    return layers
+
+
+def copy_model_files(src: Path, dst: Path) -> None:
+    """Everything of a model directory except its weights (tokenizer, configs, sentence-transformers modules)."""
+    shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*WEIGHT_FILES, "*.onnx", "onnx"))
+
+
+def make_student(teacher_dir: Path, layers: list[int], out: Path) -> Path:
+    """A copy of the teacher that keeps all embeddings and only the given encoder layers."""
+    from safetensors.numpy import load_file, save_file
+
+    state = load_file(str(Path(teacher_dir) / "model.safetensors"))
+    student = {}
+    for key, value in state.items():
+        if key.startswith("encoder.layer."):
+            idx = int(key.split(".")[2])
+            if idx in layers:
+                student[key.replace(f"encoder.layer.{idx}.", f"encoder.layer.{layers.index(idx)}.", 1)] = value
+        else:
+            student[key] = value
+    copy_model_files(teacher_dir, out)
+    save_file(student, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((out / "config.json").read_text())
+    config.update(num_hidden_layers=len(layers), zhembed_teacher_layers=layers)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out
+
+
+def save_model(model, src_dir: Path, out: Path, fp16: bool = True) -> None:
+    """Write a trained BertModel as a sentence-transformers directory (fp16 weights, fp32 compute)."""
+    import torch
+    from safetensors.torch import save_file
+
+    tmp = out.with_name(out.name + ".tmp")
+    copy_model_files(src_dir, tmp)
+    state = {k: v.detach().to(torch.float16 if fp16 else torch.float32).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((tmp / "config.json").read_text())
+    config["dtype"] = "float32"  # so AutoModel (dtype="auto") computes in fp32 on the CPU
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def mean_pool(hidden, mask):
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+class Batches:
+    """Token ids for sentence batches: the student's tokenizer, prompt and padding."""
+
+    def __init__(self, encoder, sentences: list[str], max_length: int):
+        self.encoder, self.ids = encoder, encoder.tokenize(sentences, max_length)
+
+    def tensors(self, rows):
+        import torch
+
+        input_ids, mask = self.encoder.pad([self.ids[i] for i in rows])
+        return torch.from_numpy(input_ids), torch.from_numpy(mask)
+
+
+def lr_at(step: int, total: int, cfg: DistillConfig) -> float:
+    """Linear warm-up, then linear decay to zero."""
+    warm = max(1, int(cfg.warmup * total))
+    return cfg.lr * (step + 1) / warm if step < warm else cfg.lr * max(0.0, (total - step) / max(1, total - warm))
+
+
+def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
+    import torch
+
+    from .encoder import Encoder
+    from .teacher_cache import read_corpus, teacher_embeddings
+
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    work, out = Path(cfg.work_dir), Path(cfg.out)
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt_file = work / "checkpoint.pt"
+    if ckpt_file.exists() and not resume:
+        raise ZhembedError(f"{ckpt_file} exists: pass --resume to continue it, or choose another --work-dir")
+    (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+
+    # 1. The teacher's view of the corpus (cached), with a held-out dev slice.
+    sentences = read_corpus(Path(cfg.corpus), cfg.max_sentences or None)
+    if len(sentences) <= cfg.dev_sentences:
+        raise ZhembedError(f"corpus has {len(sentences)} sentences; need more than --dev-sentences {cfg.dev_sentences}")
+    targets = teacher_embeddings(Path(cfg.teacher), sentences, work / "cache", cfg.max_length, log=log)
+    train_n = len(sentences) - cfg.dev_sentences
+
+    # 2. The student: pruned vocabulary, chosen layers.
+    init_dir = _student_init(cfg, work, log)
+    encoder = Encoder.load(init_dir)
+    model = encoder.backend.model.train()
+    batches = Batches(encoder, sentences, cfg.max_length)
+
+    # 3. Optimizer, schedule, resume.
+    steps_per_epoch = math.ceil(train_n / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    step, best = 0, float("inf")
+    if resume and ckpt_file.exists():
+        ckpt = torch.load(ckpt_file, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step, best = ckpt["step"], ckpt["best"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        log(f"resumed at step {step}/{total}")
+
+    # 4. Train.
+    start, start_step = time.time(), step
+    while step < total:
+        epoch, within = divmod(step, steps_per_epoch)
+        order = np.random.default_rng(cfg.seed + epoch).permutation(train_n)
+        rows = order[within * cfg.batch_size:(within + 1) * cfg.batch_size]
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, total, cfg)
+        loss = _loss(model, batches, targets, rows, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % cfg.log_every == 0 or step == total:
+            rate = (step - start_step) * cfg.batch_size / (time.time() - start)
+            log(f"step {step}/{total} loss {loss.item():.6f} lr {lr_at(step - 1, total, cfg):.2e} "
+                f"({rate:.0f} sentences/s, {(total - step) * cfg.batch_size / rate / 60:.1f} min left)")
+        if step % cfg.eval_every == 0 or step == total:
+            best = _evaluate(model, encoder, batches, targets, train_n, init_dir, out, best, cfg, step, log)
+        if step % cfg.checkpoint_every == 0 or step == total:
+            _checkpoint(ckpt_file, model, opt, step, best)
+    log(f"done: best dev MSE {best:.6f}; model in {out}")
+    return out
+
+
+def _student_init(cfg: DistillConfig, work: Path, log) -> Path:
+    """Prune the teacher's vocabulary (optional) and keep the chosen layers; cached in the work dir."""
+    init_dir = work / "student-init"
+    if (init_dir / "model.safetensors").exists():
+        return init_dir
+    teacher = Path(cfg.teacher)
+    teacher_layers = json.loads((teacher / "config.json").read_text())["num_hidden_layers"]
+    layers = choose_layers(cfg.layers, teacher_layers, cfg.num_layers)
+    source = teacher
+    if cfg.prune_vocab:
+        from .prune_vocab import prune_vocab
+
+        source = work / "teacher-pruned"
+        log(f"pruning the vocabulary: {prune_vocab(teacher, Path(cfg.corpus), source)}")
+    make_student(source, layers, init_dir)
+    log(f"student keeps teacher layers {layers}")
+    return init_dir
+
+
+def _loss(model, batches: Batches, targets, rows, cfg: DistillConfig):
+    import torch
+
+    input_ids, mask = batches.tensors(rows)
+    pred = mean_pool(model(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask)
+    target = torch.from_numpy(np.asarray(targets[rows], dtype=np.float32))
+    loss = torch.nn.functional.mse_loss(pred, target)
+    if cfg.cos_weight:
+        loss = loss + cfg.cos_weight * (1 - torch.nn.functional.cosine_similarity(pred, target).mean())
+    return loss
+
+
+def _evaluate(model, encoder, batches, targets, train_n, init_dir, out, best, cfg, step, log) -> float:
+    """Dev MSE on the held-out sentences (and dev Spearman if eval data is given); save the best model."""
+    import torch
+
+    model.eval()
+    dev = np.arange(train_n, len(batches.ids))
+    with torch.inference_mode():
+        preds = [mean_pool(model(input_ids=i, attention_mask=m).last_hidden_state, m)
+                 for i, m in (batches.tensors(dev[lo:lo + 128]) for lo in range(0, len(dev), 128))]
+    mse = torch.nn.functional.mse_loss(torch.cat(preds), torch.from_numpy(np.asarray(targets[dev], np.float32))).item()
+    message = f"eval step {step}: dev MSE {mse:.6f}"
+    if cfg.eval_data:
+        message += " " + _dev_spearman(encoder, Path(cfg.eval_data))
+    if mse < best:
+        best = mse
+        save_model(model, init_dir, out)
+        message += " (best, saved)"
+    log(message)
+    model.train()
+    return best
+
+
+def _dev_spearman(encoder, data: Path) -> str:
+    from .evaluation import PairTask, evaluate_encoder
+
+    tasks = [PairTask.load(data / f"{name}.tsv", name) for name in ("csts_dev", "lcqmc_dev") if (data / f"{name}.tsv").exists()]
+    for t in tasks:  # a fixed 2000-pair slice keeps the periodic check short
+        t.first, t.second, t.labels = t.first[:2000], t.second[:2000], t.labels[:2000]
+    scores = evaluate_encoder(encoder, tasks, batch_size=64, show_progress=False)
+    return " ".join(f"{name} {s['cosine']:.2f}" for name, s in scores.items())
+
+
+def _checkpoint(path: Path, model, opt, step: int, best: float) -> None:
+    """Atomic: a kill during the write leaves the previous checkpoint intact."""
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
+                "torch_rng": torch.get_rng_state()}, tmp)
+    os.replace(tmp, path)
