@@ -50,3 +50,31 @@ class TorchBackend:
         with torch.inference_mode():
             out = self.model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask))
         return out.last_hidden_state.numpy()
+
+
+GRAPH_LEVELS = ("disable", "basic", "extended", "all")
+
+
+class OnnxBackend:
+    """onnxruntime on the CPU: neither torch nor transformers is imported."""
+
+    def __init__(self, onnx_file: Path, num_threads: int | None = None, graph_optimization: str = "all"):
+        import onnxruntime as ort
+
+        if graph_optimization not in GRAPH_LEVELS:
+            raise ZhembedError(f"graph optimization must be one of {', '.join(GRAPH_LEVELS)}, got {graph_optimization!r}")
+        opts = ort.SessionOptions()
+        self.threads = num_threads or default_threads()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = self.threads, 1
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, {
+            "disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+            "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}[graph_optimization])
+        try:
+            self.session = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise ZhembedError(f"cannot load ONNX model {onnx_file}: {str(e).splitlines()[0]}") from None
+        self.name = "onnx-int8" if "qint8" in Path(onnx_file).name else "onnx"
+        self.file = Path(onnx_file)
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.session.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]

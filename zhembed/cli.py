@@ -20,10 +20,10 @@ BatchOpt = Annotated[int, typer.Option(help="Sentences per batch.")]
 MaxLenOpt = Annotated[int, typer.Option(help="Truncate inputs to this many tokens.")]
 
 
-def _encoder(model: str | None):
+def _encoder(model: str | None, backend: str = "torch"):
     from .encoder import Encoder
 
-    return Encoder.load(model)
+    return Encoder.load(model, backend=backend)
 
 
 @app.command("import-e5")
@@ -172,6 +172,41 @@ def distill(teacher: Annotated[Optional[str], typer.Option(help="Teacher directo
                         max_sentences=max_sentences, seed=seed, work_dir=str(work_dir),
                         eval_data=str(eval_data or ""), checkpoint_every=checkpoint_every, eval_every=eval_every)
     run(cfg, resume=resume, log=lambda msg: typer.echo(msg, err=True))
+
+
+@app.command()
+def export(model: Annotated[Optional[str], typer.Argument(help="Model directory (default: the shipped model).")] = None,
+           format: Annotated[str, typer.Option("--format", help="Export format.")] = "onnx",
+           quantize: Annotated[Optional[str], typer.Option(help="'int8': dynamic int8 quantization.")] = None,
+           out: Annotated[Optional[Path], typer.Option(help="Write a full model copy here instead of into MODEL/onnx.")] = None,
+           fuse: Annotated[bool, typer.Option(help="Fuse attention/LayerNorm/GELU with onnxruntime's optimizer.")] = True):
+    """Export a model to ONNX (optionally int8) for the torch-free runtime."""
+    from .encoder import resolve_model_dir
+    from .onnx_export import export_onnx
+
+    if format != "onnx":
+        raise ZhembedError(f"--format must be onnx, got {format!r}")
+    typer.echo(f"wrote {export_onnx(resolve_model_dir(model), out, quantize, fuse)}")
+
+
+@app.command()
+def serve(model: ModelOpt = None,
+          backend: Annotated[str, typer.Option(help="auto (ONNX when exported), onnx or torch.")] = "auto",
+          host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+          port: int = 8080,
+          max_batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward pass.")] = 8192,
+          max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill.")] = 2.0,
+          max_queue: Annotated[int, typer.Option(help="Texts allowed to wait; beyond it: 503.")] = 4096,
+          max_inputs: Annotated[int, typer.Option(help="Inputs per request.")] = 2048,
+          max_chars: Annotated[int, typer.Option(help="Characters per input.")] = 20_000,
+          threads: Annotated[Optional[int], typer.Option(help="Model threads (default: all cores).")] = None):
+    """Serve an OpenAI-compatible /v1/embeddings API with dynamic batching."""
+    from .encoder import Encoder
+    from .server import Limits
+    from .server import serve as run
+
+    encoder = Encoder.load(model, backend=backend, num_threads=threads)
+    run(encoder, host, port, Limits(max_inputs, max_chars, max_batch_tokens, max_wait_ms, max_queue))
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ Read top to bottom: config, student construction, data, the training loop with c
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -122,6 +121,19 @@ class Batches:
         return torch.from_numpy(input_ids), torch.from_numpy(mask)
 
 
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50) -> list[np.ndarray]:
+    """A seeded shuffle cut into pools of `pool` batches, each pool sorted by length (little padding),
+    and the batches shuffled again; the same seed gives the same batches (so resume is exact)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    batches = []
+    for lo in range(0, len(order), batch_size * pool):
+        chunk = order[lo:lo + batch_size * pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def lr_at(step: int, total: int, cfg: DistillConfig) -> float:
     """Linear warm-up, then linear decay to zero."""
     warm = max(1, int(cfg.warmup * total))
@@ -158,7 +170,8 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
     batches = Batches(encoder, sentences, cfg.max_length)
 
     # 3. Optimizer, schedule, resume.
-    steps_per_epoch = math.ceil(train_n / cfg.batch_size)
+    lengths = np.array([len(x) for x in batches.ids[:train_n]])
+    steps_per_epoch = len(epoch_batches(lengths, cfg.batch_size, cfg.seed))
     total = steps_per_epoch * cfg.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     step, best = 0, float("inf")
@@ -172,10 +185,12 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
 
     # 4. Train.
     start, start_step = time.time(), step
+    plan: dict[int, list[np.ndarray]] = {}
     while step < total:
         epoch, within = divmod(step, steps_per_epoch)
-        order = np.random.default_rng(cfg.seed + epoch).permutation(train_n)
-        rows = order[within * cfg.batch_size:(within + 1) * cfg.batch_size]
+        if epoch not in plan:
+            plan = {epoch: epoch_batches(lengths, cfg.batch_size, cfg.seed + epoch)}
+        rows = plan[epoch][within]
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, cfg)
         loss = _loss(model, batches, targets, rows, cfg)

@@ -71,6 +71,29 @@ def resolve_model_dir(path: str | Path | None) -> Path:
     return model_dir
 
 
+def find_onnx(model_dir: Path, onnx_file: str | None = None) -> Path | None:
+    """The ONNX file to run: `onnx_file` (relative to the directory or absolute), else int8, else fp32."""
+    from .onnx_export import FP32_FILE, INT8_FILE, ONNX_DIR
+
+    if onnx_file:
+        path = model_dir / onnx_file
+        if not path.exists():
+            raise ZhembedError(f"ONNX file not found: {path}")
+        return path
+    return next((p for p in (model_dir / ONNX_DIR / INT8_FILE, model_dir / ONNX_DIR / FP32_FILE) if p.exists()), None)
+
+
+def length_batches(ids: list[list[int]], batch_size: int, max_batch_tokens: int | None = None):
+    """Index arrays of batches over texts sorted longest first, capped by count and padded token budget."""
+    order = np.argsort([-len(x) for x in ids], kind="stable")
+    start = 0
+    while start < len(order):
+        width = len(ids[order[start]])  # the longest in the batch, since sorted
+        size = batch_size if max_batch_tokens is None else max(1, min(batch_size, max_batch_tokens // max(width, 1)))
+        yield order[start:start + size]
+        start += size
+
+
 class Encoder:
     """Encode sentences with mean (or the directory's) pooling, length-sorted batches and the default prompt.
 
@@ -81,55 +104,83 @@ class Encoder:
     def __init__(self, path: Path, tokenizer, backend: Backend, config: SentenceConfig, pad_id: int = 0):
         self.path, self.tokenizer, self.backend, self.config, self.pad_id = path, tokenizer, backend, config, pad_id
         self.tokenizer.no_padding()
+        model_config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        self.dim: int = config.dim or int(model_config["hidden_size"])
+        self.max_positions: int = int(model_config.get("max_position_embeddings", 512))
 
     @classmethod
-    def load(cls, path: str | Path | None = None, backend: str = "torch", num_threads: int | None = None) -> Encoder:
-        """Load a local model directory; `None` loads the default model."""
-        model_dir = resolve_model_dir(path)
-        if backend != "torch":
-            raise ZhembedError(f"unknown backend {backend!r}; choose 'torch'")
-        from .backends import TorchBackend
+    def load(cls, path: str | Path | None = None, backend: str = "auto", num_threads: int | None = None,
+             onnx_file: str | None = None, graph_optimization: str = "all") -> Encoder:
+        """Load a local model directory (`None`: the default model).
 
+        backend: "torch"; "onnx" (DIR/onnx/model_qint8.onnx, else model.onnx, or `onnx_file`); "auto" picks
+        ONNX when an exported file exists. The ONNX path imports neither torch nor transformers.
+        """
+        if backend not in ("auto", "onnx", "torch"):
+            raise ZhembedError(f"unknown backend {backend!r}; choose auto, onnx or torch")
+        if path is None and backend == "onnx":
+            from .default_model import default_onnx_dir
+
+            path = default_onnx_dir()
+        model_dir = resolve_model_dir(path)
+        onnx_path = find_onnx(model_dir, onnx_file) if backend != "torch" else None
+        if backend == "onnx" and onnx_path is None:
+            raise ZhembedError(f"{model_dir} has no ONNX export; run: zhembed export {model_dir} --format onnx")
+        if onnx_path is not None:
+            from .backends import OnnxBackend
+
+            engine = OnnxBackend(onnx_path, num_threads, graph_optimization)
+        else:
+            from .backends import TorchBackend
+
+            engine = TorchBackend(model_dir, num_threads)
         tokenizer = load_tokenizer(model_dir)
-        return cls(model_dir, tokenizer, TorchBackend(model_dir, num_threads),
-                   read_sentence_config(model_dir), _pad_id(model_dir, tokenizer))
+        return cls(model_dir, tokenizer, engine, read_sentence_config(model_dir), _pad_id(model_dir, tokenizer))
 
     @property
     def prompt(self) -> str:
         return self.config.prompt
 
     def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
-        """Token ids of each text with the default prompt prepended, truncated to max_length."""
+        """Token ids of each text with the default prompt prepended, truncated to max_length (and to the
+        model's position limit)."""
         if max_length < 2:
             raise ZhembedError(f"max_length must be at least 2, got {max_length}")
-        self.tokenizer.enable_truncation(max_length)
+        self.tokenizer.enable_truncation(min(max_length, self.max_positions))
         encodings = self.tokenizer.encode_batch([self.prompt + t for t in texts])
         return [e.ids for e in encodings]
 
     def encode(self, texts: str | Sequence[str], batch_size: int = 32, max_length: int = 256,
-               normalize: bool = True, show_progress: bool | None = None) -> np.ndarray:
-        """Vectors as float32, one row per text in input order (a single string gives one vector)."""
+               normalize: bool = True, show_progress: bool | None = None,
+               max_batch_tokens: int | None = None) -> np.ndarray:
+        """Vectors as float32, one row per text in input order (a single string gives one vector).
+
+        Texts are sorted by token length and batched by `batch_size`, or, with `max_batch_tokens`, so
+        that each padded batch holds at most that many tokens (and at most `batch_size` texts).
+        """
         single = isinstance(texts, str)
         items = check_texts([texts] if single else texts)
         if batch_size < 1:
             raise ZhembedError(f"batch_size must be positive, got {batch_size}")
-        out = self._encode_ids(self.tokenize(items, max_length), batch_size, show_progress)
-        if normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out[0] if single else out
-
-    def _encode_ids(self, ids: list[list[int]], batch_size: int, show_progress: bool | None) -> np.ndarray:
-        from tqdm.auto import tqdm
-
-        order = np.argsort([-len(x) for x in ids], kind="stable")
+        if max_batch_tokens is not None and max_batch_tokens < max_length:
+            raise ZhembedError(f"max_batch_tokens ({max_batch_tokens}) must be at least max_length ({max_length})")
+        ids = self.tokenize(items, max_length)
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        batches = list(length_batches(ids, batch_size, max_batch_tokens))
         if show_progress is None:
             show_progress = len(ids) >= 2000 and sys.stderr.isatty()
-        starts = range(0, len(ids), batch_size)
-        for start in tqdm(starts, desc="encode", unit="batch", disable=not show_progress):
-            idx = order[start:start + batch_size]
-            input_ids, mask = self.pad([ids[i] for i in idx])
-            out[idx] = self.pool(self.backend(input_ids, mask), mask)
+        from tqdm.auto import tqdm
+
+        for idx in tqdm(batches, desc="encode", unit="batch", disable=not show_progress):
+            out[idx] = self.embed_ids([ids[i] for i in idx], normalize)
+        return out[0] if single else out
+
+    def embed_ids(self, batch: list[list[int]], normalize: bool = True) -> np.ndarray:
+        """One forward pass over already tokenized texts: pad, run the backend, pool, normalize."""
+        input_ids, mask = self.pad(batch)
+        out = self.pool(self.backend(input_ids, mask), mask).astype(np.float32, copy=False)
+        if normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
     def pad(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -151,12 +202,6 @@ class Encoder:
         if self.config.pooling == "lasttoken":
             return hidden[np.arange(len(hidden)), mask.sum(1) - 1].copy()
         return (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
-
-    @property
-    def dim(self) -> int:
-        if self.config.dim is None:
-            self.config.dim = int(json.loads((self.path / "config.json").read_text())["hidden_size"])
-        return self.config.dim
 
     def similarity(self, a: str | Sequence[str], b: str | Sequence[str], **kw) -> np.ndarray | float:
         """Cosine similarity: a float for two strings, else a matrix [len(a), len(b)]."""

@@ -1,0 +1,69 @@
+"""ONNX export and the torch-free runtime, on a tiny model built in the test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from zhembed import Encoder, ZhembedError
+from zhembed.encoder import length_batches
+from zhembed.onnx_export import export_onnx
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_bert, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "model"
+    export_onnx(tiny_bert, out, quantize="int8")
+    return out
+
+
+def test_onnx_matches_torch(exported, tiny_bert):
+    texts = ["我们在学习中文", "今天天气很好！", "hello 你好", "", "好" * 300]
+    torch_out = Encoder.load(tiny_bert, backend="torch").encode(texts)
+    fp32 = Encoder.load(exported, backend="onnx", onnx_file="onnx/model.onnx")
+    assert fp32.backend.name == "onnx"
+    np.testing.assert_allclose(fp32.encode(texts), torch_out, atol=1e-4)
+    int8 = Encoder.load(exported)  # auto: ONNX when exported, int8 first
+    assert int8.backend.name == "onnx-int8"
+    assert (int8.encode(texts) * torch_out).sum(1).min() > 0.95
+
+
+def test_backend_errors(tiny_bert, exported):
+    with pytest.raises(ZhembedError, match="no ONNX export"):
+        Encoder.load(tiny_bert, backend="onnx")
+    with pytest.raises(ZhembedError, match="unknown backend"):
+        Encoder.load(tiny_bert, backend="tensorrt")
+    with pytest.raises(ZhembedError, match="ONNX file not found"):
+        Encoder.load(exported, backend="onnx", onnx_file="onnx/nope.onnx")
+    with pytest.raises(ZhembedError, match="graph optimization"):
+        Encoder.load(exported, backend="onnx", graph_optimization="max")
+
+
+def test_onnx_path_imports_neither_torch_nor_transformers(exported):
+    code = (f"import sys; from zhembed import Encoder; e = Encoder.load({str(exported)!r}, backend='onnx', num_threads=1); "
+            "v = e.encode(['你好']); print(json.dumps([v.shape[1], 'torch' in sys.modules, 'transformers' in sys.modules, "
+            "e.backend.threads]))")
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [32, False, False, 1]
+
+
+def test_token_budget_batches():
+    ids = [[0] * n for n in (5, 50, 7, 30, 2, 2, 2)]
+    batches = list(length_batches(ids, batch_size=4, max_batch_tokens=100))
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    for b in batches:
+        assert len(b) <= 4 and len(b) * max(len(ids[i]) for i in b) <= 100 or len(b) == 1
+    assert [len(b) for b in length_batches(ids, batch_size=3)] == [3, 3, 1]
+
+
+def test_token_budget_encode_is_the_same(tiny_bert):
+    enc = Encoder.load(tiny_bert, backend="torch")
+    texts = [f"句子{'好' * i}" for i in range(20)]
+    np.testing.assert_allclose(enc.encode(texts, max_batch_tokens=64, max_length=32), enc.encode(texts, max_length=32),
+                               atol=1e-5)
+    with pytest.raises(ZhembedError, match="max_batch_tokens"):
+        enc.encode(texts, max_batch_tokens=8, max_length=32)

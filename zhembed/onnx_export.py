@@ -1,0 +1,72 @@
+"""Export a model directory to ONNX (fp32, optionally dynamic int8), written into DIR/onnx/ or --out.
+
+The graph takes input_ids and attention_mask and returns last_hidden_state; pooling stays in the
+Encoder, as for every backend. Fusion of attention, LayerNorm and GELU is onnxruntime's own transformer
+optimizer; int8 is onnxruntime's dynamic quantization (weights int8, activations quantized on the fly).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .errors import ZhembedError
+
+ONNX_DIR = "onnx"
+FP32_FILE = "model.onnx"
+INT8_FILE = "model_qint8.onnx"
+
+
+def _export_fp32(model_dir: Path, path: Path) -> None:
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    model.config.return_dict = False
+    ids = torch.ones((2, 8), dtype=torch.long)
+    with torch.inference_mode():
+        torch.onnx.export(model, (ids, torch.ones_like(ids)), str(path), input_names=["input_ids", "attention_mask"],
+                          output_names=["last_hidden_state"], opset_version=17, dynamo=False,
+                          dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
+                                        "attention_mask": {0: "batch", 1: "sequence"},
+                                        "last_hidden_state": {0: "batch", 1: "sequence"}})
+
+
+def _fuse(path: Path, config: dict) -> None:
+    """onnxruntime's BERT optimizer: fused attention, SkipLayerNorm, FastGelu."""
+    from onnxruntime.transformers import optimizer
+
+    fused = optimizer.optimize_model(str(path), model_type="bert", num_heads=config["num_attention_heads"],
+                                     hidden_size=config["hidden_size"], opt_level=1)
+    fused.save_model_to_file(str(path))
+
+
+def _quantize(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"],
+                     per_channel=True, extra_options={"MatMulConstBOnly": True})
+
+
+def export_onnx(model_dir: Path, out: Path | None = None, quantize: str | None = None, fuse: bool = True) -> Path:
+    """Write onnx/model.onnx (and onnx/model_qint8.onnx with quantize='int8'); returns the file to use."""
+    model_dir = Path(model_dir)
+    if quantize not in (None, "int8"):
+        raise ZhembedError(f"--quantize must be int8 (or omitted), got {quantize!r}")
+    out = Path(out) if out else model_dir
+    if out != model_dir:
+        from .distill import copy_model_files
+
+        copy_model_files(model_dir, out)
+    onnx_dir = out / ONNX_DIR
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    config = json.loads((model_dir / "config.json").read_text())
+    tmp = onnx_dir / (FP32_FILE + ".tmp")
+    _export_fp32(model_dir, tmp)
+    if fuse:
+        _fuse(tmp, config)
+    if quantize:
+        _quantize(tmp, onnx_dir / INT8_FILE)
+    shutil.move(tmp, onnx_dir / FP32_FILE)
+    return onnx_dir / (INT8_FILE if quantize else FP32_FILE)
