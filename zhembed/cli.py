@@ -175,6 +175,30 @@ def distill(teacher: Annotated[Optional[str], typer.Option(help="Teacher directo
 
 
 @app.command()
+def finetune(model: Annotated[str, typer.Option(help="The model to fine-tune (e.g. a distilled student).")],
+             train: Annotated[str, typer.Option(help="Comma-separated TSV files: sentence1, sentence2, label.")],
+             out: Annotated[Path, typer.Option(help="Where to write the fine-tuned model.")],
+             eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation splits: contamination guard and dev checks.")] = None,
+             allow_overlap: Annotated[bool, typer.Option("--allow-overlap", help="Train on pairs that share a sentence with an evaluation split.")] = False,
+             teacher: Annotated[Optional[str], typer.Option(help="Teacher for the distillation regulariser.")] = None,
+             distill_weight: Annotated[float, typer.Option(help="Weight of the MSE towards the teacher (0: off).")] = 0.0,
+             epochs: float = 1.0, batch_size: BatchOpt = 32, lr: float = 5e-5, max_length: MaxLenOpt = 64, seed: int = 42,
+             work_dir: Annotated[Path, typer.Option(help="Checkpoints (git-ignored).")] = Path("runs/finetune"),
+             checkpoint_every: int = 200, eval_every: int = 500,
+             resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
+    """Fine-tune on labelled pairs: CoSENT for scores and labels, in-batch ranking for NLI triples."""
+    from .finetune import FinetuneConfig
+    from .finetune import finetune as run
+
+    cfg = FinetuneConfig(model=str(model), train=[t for t in train.split(",") if t], out=str(out),
+                         eval_data=str(eval_data or ""), allow_overlap=allow_overlap, teacher=teacher or "",
+                         distill_weight=distill_weight, epochs=epochs, batch_size=batch_size, lr=lr,
+                         max_length=max_length, seed=seed, work_dir=str(work_dir),
+                         checkpoint_every=checkpoint_every, eval_every=eval_every)
+    run(cfg, resume=resume, log=lambda msg: typer.echo(msg, err=True))
+
+
+@app.command()
 def export(model: Annotated[Optional[str], typer.Argument(help="Model directory (default: the shipped model).")] = None,
            format: Annotated[str, typer.Option("--format", help="Export format.")] = "onnx",
            quantize: Annotated[Optional[str], typer.Option(help="'int8': dynamic int8 quantization.")] = None,

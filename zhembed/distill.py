@@ -121,6 +121,18 @@ class Batches:
         return torch.from_numpy(input_ids), torch.from_numpy(mask)
 
 
+def optimizer_step(model, opt, loss, lr: float) -> None:
+    """Backward, clip the gradient norm to 1, and step at learning rate `lr`."""
+    import torch
+
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+
 def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50) -> list[np.ndarray]:
     """A seeded shuffle cut into pools of `pool` batches, each pool sorted by length (little padding),
     and the batches shuffled again; the same seed gives the same batches (so resume is exact)."""
@@ -151,9 +163,7 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
         torch.set_num_threads(cfg.threads)
     work, out = Path(cfg.work_dir), Path(cfg.out)
     work.mkdir(parents=True, exist_ok=True)
-    ckpt_file = work / "checkpoint.pt"
-    if ckpt_file.exists() and not resume:
-        raise ZhembedError(f"{ckpt_file} exists: pass --resume to continue it, or choose another --work-dir")
+    ckpt_file = refuse_to_overwrite(work / "checkpoint.pt", resume)
     (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     # 1. The teacher's view of the corpus (cached), with a held-out dev slice.
@@ -176,11 +186,8 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     step, best = 0, float("inf")
     if resume and ckpt_file.exists():
-        ckpt = torch.load(ckpt_file, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        ckpt = load_checkpoint(ckpt_file, model, opt)
         step, best = ckpt["step"], ckpt["best"]
-        torch.set_rng_state(ckpt["torch_rng"])
         log(f"resumed at step {step}/{total}")
 
     # 4. Train.
@@ -191,13 +198,8 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
         if epoch not in plan:
             plan = {epoch: epoch_batches(lengths, cfg.batch_size, cfg.seed + epoch)}
         rows = plan[epoch][within]
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, cfg)
         loss = _loss(model, batches, targets, rows, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(model, opt, loss, lr_at(step, total, cfg))
         step += 1
         if step % cfg.log_every == 0 or step == total:
             rate = (step - start_step) * cfg.batch_size / (time.time() - start)
@@ -206,7 +208,7 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
         if step % cfg.eval_every == 0 or step == total:
             best = _evaluate(model, encoder, batches, targets, train_n, init_dir, out, best, cfg, step, log)
         if step % cfg.checkpoint_every == 0 or step == total:
-            _checkpoint(ckpt_file, model, opt, step, best)
+            save_checkpoint(ckpt_file, model, opt, step, best)
     log(f"done: best dev MSE {best:.6f}; model in {out}")
     return out
 
@@ -254,7 +256,7 @@ def _evaluate(model, encoder, batches, targets, train_n, init_dir, out, best, cf
     mse = torch.nn.functional.mse_loss(torch.cat(preds), torch.from_numpy(np.asarray(targets[dev], np.float32))).item()
     message = f"eval step {step}: dev MSE {mse:.6f}"
     if cfg.eval_data:
-        message += " " + _dev_spearman(encoder, Path(cfg.eval_data))
+        message += " " + dev_spearman(encoder, Path(cfg.eval_data))
     if mse < best:
         best = mse
         save_model(model, init_dir, out)
@@ -264,7 +266,7 @@ def _evaluate(model, encoder, batches, targets, train_n, init_dir, out, best, cf
     return best
 
 
-def _dev_spearman(encoder, data: Path) -> str:
+def dev_spearman(encoder, data: Path) -> str:
     from .evaluation import PairTask, evaluate_encoder
 
     tasks = [PairTask.load(data / f"{name}.tsv", name) for name in ("csts_dev", "lcqmc_dev") if (data / f"{name}.tsv").exists()]
@@ -274,7 +276,25 @@ def _dev_spearman(encoder, data: Path) -> str:
     return " ".join(f"{name} {s['cosine']:.2f}" for name, s in scores.items())
 
 
-def _checkpoint(path: Path, model, opt, step: int, best: float) -> None:
+def refuse_to_overwrite(ckpt_file: Path, resume: bool) -> Path:
+    """A run never silently restarts over another run's checkpoint."""
+    if ckpt_file.exists() and not resume:
+        raise ZhembedError(f"{ckpt_file} exists: pass --resume to continue it, or choose another --work-dir")
+    return ckpt_file
+
+
+def load_checkpoint(path: Path, model, opt) -> dict:
+    """Restore model, optimizer and RNG state; returns the checkpoint (step, best)."""
+    import torch
+
+    ckpt = torch.load(path, weights_only=False)
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    return ckpt
+
+
+def save_checkpoint(path: Path, model, opt, step: int, best: float) -> None:
     """Atomic: a kill during the write leaves the previous checkpoint intact."""
     import torch
 

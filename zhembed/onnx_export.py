@@ -22,8 +22,15 @@ def _export_fp32(model_dir: Path, path: Path) -> None:
     import torch
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-    model.config.return_dict = False
+    class HiddenStates(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    model = HiddenStates(AutoModel.from_pretrained(str(model_dir), dtype=torch.float32).eval())
     ids = torch.ones((2, 8), dtype=torch.long)
     with torch.inference_mode():
         torch.onnx.export(model, (ids, torch.ones_like(ids)), str(path), input_names=["input_ids", "attention_mask"],
@@ -43,10 +50,11 @@ def _fuse(path: Path, config: dict) -> None:
 
 
 def _quantize(src: Path, dst: Path) -> None:
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"],
-                     per_channel=True, extra_options={"MatMulConstBOnly": True})
+                     per_channel=True, extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT})
 
 
 def export_onnx(model_dir: Path, out: Path | None = None, quantize: str | None = None, fuse: bool = True) -> Path:
@@ -59,6 +67,10 @@ def export_onnx(model_dir: Path, out: Path | None = None, quantize: str | None =
         from .distill import copy_model_files
 
         copy_model_files(model_dir, out)
+    if not (out / "tokenizer.json").exists():  # the ONNX runtime reads tokenizer.json only (no transformers)
+        from .encoder import load_tokenizer
+
+        load_tokenizer(model_dir).save(str(out / "tokenizer.json"))
     onnx_dir = out / ONNX_DIR
     onnx_dir.mkdir(parents=True, exist_ok=True)
     config = json.loads((model_dir / "config.json").read_text())

@@ -1,0 +1,69 @@
+"""Fine-tuning: losses, NLI triples, the contamination guard, and a tiny run that resumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from zhembed import Encoder, ZhembedError
+from zhembed.evaluation import PairTask
+from zhembed.finetune import FinetuneConfig, cosent_loss, finetune, nli_triples, ranking_loss
+
+
+def _write(path, rows):
+    path.write_text("".join(f"{a}\t{b}\t{c}\n" for a, b, c in rows), encoding="utf-8")
+    return path
+
+
+def test_cosent_rewards_the_right_order():
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    good, bad = torch.tensor([[1.0, 0.1], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 0.1]])
+    labels = torch.tensor([1.0, 0.0])
+    assert cosent_loss(a, good, labels, 20) < cosent_loss(a, bad, labels, 20)
+    assert ranking_loss(a, good, bad, 20).item() >= 0
+
+
+def test_nli_triples(tmp_path):
+    task = PairTask.load(_write(tmp_path / "x_nli.tsv", [("p", "e", 2), ("p", "c", 0), ("p", "n", 1), ("q", "e2", 2)]))
+    assert nli_triples(task) == [("p", "e", "c")]
+
+
+def _files(tmp_path):
+    train = tmp_path / "train"
+    train.mkdir()
+    evals = tmp_path / "eval"
+    evals.mkdir()
+    _write(evals / "lcqmc_dev.tsv", [("我想吃饭", "我要吃饭", 1)])
+    sts = _write(train / "sts_train.tsv", [(f"句子{i}", f"句子{i}号", i % 6) for i in range(40)])
+    nli = _write(train / "toy_nli.tsv", [r for i in range(20) for r in ((f"前提{i}", f"蕴含{i}", 2), (f"前提{i}", f"矛盾{i}", 0))])
+    dirty = _write(train / "dirty.tsv", [("我想吃饭", "吃饭了吗", 1), ("你好", "您好", 1), ("我要吃饭", "走吧", 0)])
+    return train, evals, sts, nli, dirty
+
+
+def test_contamination_guard_names_files_and_counts(tmp_path, tiny_bert):
+    _, evals, sts, nli, dirty = _files(tmp_path)
+    cfg = FinetuneConfig(model=str(tiny_bert), train=[str(sts), str(dirty)], out=str(tmp_path / "out"),
+                         eval_data=str(evals), work_dir=str(tmp_path / "work"))
+    with pytest.raises(ZhembedError, match=r"dirty: 2 of 3 rows share a sentence with lcqmc_dev.tsv.*--allow-overlap"):
+        finetune(cfg, log=lambda m: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_tiny_run_trains_resumes_and_allows_overlap_when_asked(tmp_path, tiny_bert):
+    _, evals, sts, nli, dirty = _files(tmp_path)
+    cfg = FinetuneConfig(model=str(tiny_bert), train=[str(sts), str(nli), str(dirty)], out=str(tmp_path / "out"),
+                         eval_data=str(evals), allow_overlap=True, batch_size=4, lr=1e-3, epochs=1,
+                         work_dir=str(tmp_path / "work"), checkpoint_every=3, eval_every=1000, log_every=1)
+    messages = []
+
+    def killer(m):
+        messages.append(m)
+        if m.startswith("step 5/"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, log=killer)
+    out = finetune(cfg, resume=True, log=messages.append)
+    assert "resumed at step 3/" in " ".join(messages) and any("toy_nli: 20 triples" in m for m in messages)
+    before, after = Encoder.load(tiny_bert).encode(["句子1"]), Encoder.load(out).encode(["句子1"])
+    assert not np.allclose(before, after)
