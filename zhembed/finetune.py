@@ -76,7 +76,8 @@ def eval_sentences(eval_dir: Path) -> dict[str, set[str]]:
     files = sorted(Path(eval_dir).glob("*.tsv"))
     if not files:
         raise ZhembedError(f"--eval-data {eval_dir}: no .tsv evaluation splits found")
-    return {f.name: set(PairTask.load(f).first) | set(PairTask.load(f).second) for f in files}
+    tasks = {f.name: PairTask.load(f) for f in files}
+    return {name: set(t.first) | set(t.second) for name, t in tasks.items()}
 
 
 def contamination(datasets: list[Dataset], eval_dir: Path) -> list[str]:
