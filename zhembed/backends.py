@@ -74,7 +74,6 @@ class OnnxBackend:
         except Exception as e:
             raise ZhembedError(f"cannot load ONNX model {onnx_file}: {str(e).splitlines()[0]}") from None
         self.name = "onnx-int8" if "qint8" in Path(onnx_file).name else "onnx"
-        self.file = Path(onnx_file)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.session.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]

@@ -20,10 +20,10 @@ BatchOpt = Annotated[int, typer.Option(help="Sentences per batch.")]
 MaxLenOpt = Annotated[int, typer.Option(help="Truncate inputs to this many tokens.")]
 
 
-def _encoder(model: str | None, backend: str = "torch"):
+def _encoder(model: str | None):
     from .encoder import Encoder
 
-    return Encoder.load(model, backend=backend)
+    return Encoder.load(model, backend="torch")
 
 
 @app.command("import-e5")
