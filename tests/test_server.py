@@ -142,6 +142,23 @@ def test_concurrent_burst_every_answer_matches_its_input(url, encoder):
     assert "zhembed_batch_size_count" in sizes
 
 
+def test_search_endpoint(encoder, tmp_path):
+    from conftest import SENTENCES
+    from zhembed.index import build_index
+    from zhembed.textio import Records
+
+    index = build_index(Records(texts=SENTENCES[:20], ids=[f"s{i}" for i in range(20)]), tmp_path / "idx", encoder,
+                        None, "test", show_progress=False)
+    with RunningServer(create_app(encoder, index=index)) as base:
+        body = httpx.post(f"{base}/search", json={"query": [SENTENCES[3], SENTENCES[7]], "k": 2}).json()
+        assert [row[0]["id"] for row in body["results"]] == ["s3", "s7"] and len(body["results"][0]) == 2
+        bad = httpx.post(f"{base}/search", json={"query": "x", "k": 0})
+        assert bad.status_code == 400 and "k must be between" in bad.json()["error"]["message"]
+    with RunningServer(create_app(encoder)) as base:
+        missing = httpx.post(f"{base}/search", json={"query": "x"})
+        assert missing.status_code == 404 and "--index" in missing.json()["error"]["message"]
+
+
 def test_sigterm_finishes_in_flight_requests(tiny_bert):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "zhembed", "serve", "--model", str(tiny_bert), "--port", str(port),

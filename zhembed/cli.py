@@ -18,12 +18,27 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model directory (default: the shipped model).")]
 BatchOpt = Annotated[int, typer.Option(help="Sentences per batch.")]
 MaxLenOpt = Annotated[int, typer.Option(help="Truncate inputs to this many tokens.")]
+BackendOpt = Annotated[str, typer.Option(help="auto (ONNX when exported; for the default model its int8 export, "
+                                              "made on first use), onnx or torch.")]
+TextFieldOpt = Annotated[Optional[str], typer.Option(help="JSONL/Parquet field or TSV column with the text (default: text).")]
+SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip bad lines (counted) instead of stopping at the first.")]
 
 
-def _encoder(model: str | None):
+def _encoder(model: str | None, backend: str = "torch"):
     from .encoder import Encoder
 
-    return Encoder.load(model, backend="torch")
+    return Encoder.load(model, backend=backend)
+
+
+def _records(path: Path, text_field: str | None, id_field: str | None = None, skip_bad: bool = False):
+    from .textio import read_records
+
+    records = read_records(path, text_field, id_field, skip_bad)
+    for message in records.skipped[:5]:
+        typer.echo(f"zhembed: skipped {message}", err=True)
+    if records.skipped:
+        typer.echo(f"zhembed: skipped {len(records.skipped)} bad lines of {records.total}", err=True)
+    return records
 
 
 @app.command("import-e5")
@@ -37,17 +52,17 @@ def import_e5_cmd(out: Annotated[Path, typer.Option(help="Directory to write the
 
 @app.command()
 def encode(texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to encode.")] = None,
-           input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Text file (one per line) or JSONL.")] = None,
-           text_field: Annotated[Optional[str], typer.Option(help="JSONL field holding the text (default: text).")] = None,
+           input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Text (one per line), JSONL, TSV or Parquet.")] = None,
+           text_field: TextFieldOpt = None, skip_bad: SkipBadOpt = False,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help=".npy or .jsonl (default: JSONL on stdout).")] = None,
-           model: ModelOpt = None, batch_size: BatchOpt = 32, max_length: MaxLenOpt = 256):
+           model: ModelOpt = None, backend: BackendOpt = "auto", batch_size: BatchOpt = 32, max_length: MaxLenOpt = 256):
     """Encode texts given as arguments or in a file."""
-    from .textio import read_texts, write_vectors
+    from .textio import write_vectors
 
     if bool(texts) == bool(input):
         raise ZhembedError("give texts as arguments or --input FILE (exactly one of them)")
-    items = read_texts(input, text_field) if input else list(texts)
-    vectors = _encoder(model).encode(items, batch_size=batch_size, max_length=max_length, show_progress=bool(input))
+    items = _records(input, text_field, skip_bad=skip_bad).texts if input else list(texts)
+    vectors = _encoder(model, backend).encode(items, batch_size=batch_size, max_length=max_length, show_progress=bool(input))
     if output:
         write_vectors(output, items, vectors)
         typer.echo(f"wrote {len(items)} vectors of dimension {vectors.shape[1]} to {output}", err=True)
@@ -59,9 +74,9 @@ def encode(texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to e
 @app.command()
 def similarity(source: Annotated[str, typer.Argument(help="The sentence to compare against.")],
                targets: Annotated[list[str], typer.Argument(help="One or more sentences.")],
-               model: ModelOpt = None):
+               model: ModelOpt = None, backend: BackendOpt = "auto"):
     """Cosine similarity of SOURCE with each TARGET, one line each."""
-    for target, score in zip(targets, _encoder(model).similarity(source, targets)):
+    for target, score in zip(targets, _encoder(model, backend).similarity(source, targets)):
         typer.echo(f"{score:.4f}\t{target}")
 
 
@@ -223,14 +238,110 @@ def serve(model: ModelOpt = None,
           max_queue: Annotated[int, typer.Option(help="Texts allowed to wait; beyond it: 503.")] = 4096,
           max_inputs: Annotated[int, typer.Option(help="Inputs per request.")] = 2048,
           max_chars: Annotated[int, typer.Option(help="Characters per input.")] = 20_000,
-          threads: Annotated[Optional[int], typer.Option(help="Model threads (default: all cores).")] = None):
-    """Serve an OpenAI-compatible /v1/embeddings API with dynamic batching."""
+          threads: Annotated[Optional[int], typer.Option(help="Model threads (default: all cores).")] = None,
+          index: Annotated[Optional[Path], typer.Option(help="A zhembed index to serve at POST /search.")] = None):
+    """Serve an OpenAI-compatible /v1/embeddings API with dynamic batching (and /search over an index)."""
     from .encoder import Encoder
+    from .index import Index
     from .server import Limits
     from .server import serve as run
 
     encoder = Encoder.load(model, backend=backend, num_threads=threads)
-    run(encoder, host, port, Limits(max_inputs, max_chars, max_batch_tokens, max_wait_ms, max_queue))
+    searchable = Index.load(index, encoder) if index else None
+    run(encoder, host, port, Limits(max_inputs, max_chars, max_batch_tokens, max_wait_ms, max_queue), index=searchable)
+
+
+index_app = typer.Typer(no_args_is_help=True, help="Build and extend a semantic search index over a corpus.")
+app.add_typer(index_app, name="index")
+AnnOpt = Annotated[str, typer.Option(help="auto (exact below 20,000 texts, else HNSW), exact or hnsw.")]
+IdFieldOpt = Annotated[Optional[str], typer.Option(help="Field or column with each text's id (default: its position).")]
+
+
+def _index_from(input: Path, out: Path, append: bool, model, backend, text_field, id_field, skip_bad, ann,
+                batch_size, max_length) -> None:
+    import time
+
+    from .index import Index, build_index
+
+    records = _records(input, text_field, id_field, skip_bad)
+    if append:
+        meta = Index.load(out).meta
+        model, backend = meta["model"], "torch" if meta["backend"] == "torch" else "auto"
+    encoder = _encoder(model, backend)
+    model = str(encoder.path) if model else None  # None: the default model, whichever backend runs it
+    start = time.perf_counter()
+    index = build_index(records, out, encoder, model, str(input), ann, batch_size, max_length, append)
+    seconds = time.perf_counter() - start
+    typer.echo(f"{out}: {len(index)} texts ({len(records.texts)} new, {len(records.texts) / seconds:.0f} texts/s), "
+               f"{index.meta['faiss_index']}", err=True)
+
+
+@index_app.command("build")
+def index_build(input: Annotated[Path, typer.Option("--input", "-i", help="Text (one per line), JSONL, TSV or Parquet.")],
+                out: Annotated[Path, typer.Option(help="Index directory to create.")],
+                model: ModelOpt = None, backend: BackendOpt = "auto", text_field: TextFieldOpt = None,
+                id_field: IdFieldOpt = None, skip_bad: SkipBadOpt = False, ann: AnnOpt = "auto",
+                batch_size: BatchOpt = 64, max_length: MaxLenOpt = 128):
+    """Embed a corpus into a new index; rerun the same command to resume a killed build."""
+    _index_from(input, out, False, model, backend, text_field, id_field, skip_bad, ann, batch_size, max_length)
+
+
+@index_app.command("add")
+def index_add(index: Annotated[Path, typer.Argument(help="An index directory.")],
+              input: Annotated[Path, typer.Option("--input", "-i", help="Text (one per line), JSONL, TSV or Parquet.")],
+              text_field: TextFieldOpt = None, id_field: IdFieldOpt = None, skip_bad: SkipBadOpt = False,
+              batch_size: BatchOpt = 64):
+    """Append a file's texts to an index, with the model it was built with."""
+    _index_from(input, index, True, None, None, text_field, id_field, skip_bad, "auto", batch_size, 0)
+
+
+@app.command()
+def search(index: Annotated[Path, typer.Argument(help="An index directory.")],
+           queries: Annotated[list[str], typer.Argument(help="One or more queries.")],
+           k: Annotated[int, typer.Option("-k", help="Hits per query.")] = 10,
+           as_json: Annotated[bool, typer.Option("--json", help="One JSON line per query.")] = False):
+    """The nearest texts of an index for each query."""
+    from dataclasses import asdict
+
+    from .index import Index
+
+    for query, hits in zip(queries, Index.load(index).search(queries, k)):
+        if as_json:
+            typer.echo(json.dumps({"query": query, "hits": [asdict(h) for h in hits]}, ensure_ascii=False))
+            continue
+        typer.echo(f"# {query}")
+        for rank, hit in enumerate(hits, 1):
+            typer.echo(f"{rank}\t{hit.score:.4f}\t{hit.id}\t{hit.text}")
+
+
+@app.command()
+def cluster(input: Annotated[Path, typer.Option("--input", "-i", help="Text (one per line), JSONL, TSV or Parquet.")],
+            out: Annotated[Path, typer.Option(help="One cluster id per input line (-1: a skipped line).")],
+            k: Annotated[Optional[int], typer.Option("-k", help="k-means with this many clusters.")] = None,
+            threshold: Annotated[Optional[float], typer.Option(help="Cosine threshold for near-paraphrase communities.")] = None,
+            summary: Annotated[Optional[Path], typer.Option(help="Cluster summary JSON (default: OUT + .summary.json).")] = None,
+            top: Annotated[int, typer.Option(help="Central sentences per cluster in the summary.")] = 3,
+            model: ModelOpt = None, backend: BackendOpt = "auto", text_field: TextFieldOpt = None,
+            skip_bad: SkipBadOpt = False, batch_size: BatchOpt = 64, max_length: MaxLenOpt = 128, seed: int = 42):
+    """Cluster a corpus by meaning: k-means (-k N) or threshold communities (--threshold T)."""
+    import numpy as np
+
+    from . import cluster as cl
+
+    if (k is None) == (threshold is None):
+        raise ZhembedError("give -k N (k-means) or --threshold T (near-paraphrase communities), exactly one")
+    records = _records(input, text_field, skip_bad=skip_bad)
+    vectors = _encoder(model, backend).encode(records.texts, batch_size=batch_size, max_length=max_length)
+    labels = cl.kmeans(vectors, k, seed) if k is not None else cl.communities(vectors, threshold)
+    per_line = np.full(records.total, -1, dtype=np.int64)
+    per_line[records.rows] = labels
+    out.write_text("".join(f"{x}\n" for x in per_line), encoding="utf-8")
+    groups = cl.summarize(vectors, labels, records.texts, top)
+    summary = summary or out.with_name(out.name + ".summary.json")
+    summary.write_text(json.dumps(groups, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    typer.echo(f"{len(groups)} clusters of {len(records.texts)} texts; labels in {out}, summary in {summary}", err=True)
+    for group in groups[:10]:
+        typer.echo(f"{group['cluster']}\t{group['size']}\t" + " | ".join(group["central"]))
 
 
 def main() -> None:

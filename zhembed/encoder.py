@@ -83,6 +83,19 @@ def find_onnx(model_dir: Path, onnx_file: str | None = None) -> Path | None:
     return next((p for p in (model_dir / ONNX_DIR / INT8_FILE, model_dir / ONNX_DIR / FP32_FILE) if p.exists()), None)
 
 
+def _default_onnx(required: bool) -> Path | None:
+    """The default model's int8 ONNX directory; with `required` False, None (and a warning) if export fails."""
+    from .default_model import default_onnx_dir
+
+    try:
+        return default_onnx_dir()
+    except Exception as e:
+        if required:
+            raise
+        print(f"zhembed: warning: ONNX export of the default model failed ({e}); using torch", file=sys.stderr)
+        return None
+
+
 def length_batches(ids: list[list[int]], batch_size: int, max_batch_tokens: int | None = None):
     """Index arrays of batches over texts sorted longest first, capped by count and padded token budget."""
     order = np.argsort([-len(x) for x in ids], kind="stable")
@@ -114,14 +127,13 @@ class Encoder:
         """Load a local model directory (`None`: the default model).
 
         backend: "torch"; "onnx" (DIR/onnx/model_qint8.onnx, else model.onnx, or `onnx_file`); "auto" picks
-        ONNX when an exported file exists. The ONNX path imports neither torch nor transformers.
+        ONNX when an exported file exists. The ONNX path imports neither torch nor transformers. For the
+        default model, "auto" and "onnx" use its int8 ONNX export, made once on first use in $ZHEMBED_HOME.
         """
         if backend not in ("auto", "onnx", "torch"):
             raise ZhembedError(f"unknown backend {backend!r}; choose auto, onnx or torch")
-        if path is None and backend == "onnx":
-            from .default_model import default_onnx_dir
-
-            path = default_onnx_dir()
+        if path is None and backend != "torch":
+            path = _default_onnx(required=backend == "onnx")
         model_dir = resolve_model_dir(path)
         onnx_path = find_onnx(model_dir, onnx_file) if backend != "torch" else None
         if backend == "onnx" and onnx_path is None:

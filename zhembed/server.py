@@ -51,6 +51,11 @@ class SimilarityRequest(BaseModel):
     targets: list[str]
 
 
+class SearchRequest(BaseModel):
+    query: str | list[str]
+    k: int = 10
+
+
 def _error_body(status: int, message: str, param: str | None = None) -> dict:
     kind = "invalid_request_error" if status < 500 else "server_error"
     return {"error": {"message": message, "type": kind, "param": param, "code": status}}
@@ -74,8 +79,10 @@ class Metrics:
         self.batch_tokens.observe(tokens)
 
 
-def create_app(encoder, limits: Limits | None = None, model_name: str | None = None, max_length: int | None = None) -> FastAPI:
-    """The FastAPI app around an Encoder; the batching worker starts and stops with the app."""
+def create_app(encoder, limits: Limits | None = None, model_name: str | None = None, max_length: int | None = None,
+               index=None) -> FastAPI:
+    """The FastAPI app around an Encoder (and optionally a zhembed.Index for /search); the batching worker
+    starts and stops with the app."""
     limits = limits or Limits()
     max_length = min(max_length or encoder.config.max_seq_length, encoder.max_positions)
     name = model_name or encoder.path.name
@@ -156,6 +163,19 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
         vectors, tokens, _ = await embed([req.source, *req.targets])
         scores = vectors[1:] @ vectors[0]
         return {"scores": [round(float(s), 6) for s in scores], "usage": {"prompt_tokens": tokens}}
+
+    @app.post("/search")
+    async def search(req: SearchRequest):
+        if index is None:
+            raise ApiError(404, "this server has no index; start it with --index DIR")
+        queries = [req.query] if isinstance(req.query, str) else req.query
+        check(queries, "query")
+        if not 1 <= req.k <= 1000:
+            raise ApiError(400, f"k must be between 1 and 1000, got {req.k}", "k")
+        vectors, tokens, _ = await embed(queries)
+        hits = await asyncio.to_thread(index.search_vectors, vectors, req.k)
+        return {"results": [[{"id": h.id, "text": h.text, "score": round(h.score, 6)} for h in row] for row in hits],
+                "usage": {"prompt_tokens": tokens}}
 
     @app.get("/health")
     async def health():

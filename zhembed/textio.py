@@ -1,23 +1,24 @@
-"""Reading a user's texts (plain lines or JSONL) and writing vectors (.npy or .jsonl), with line-numbered errors."""
+"""Reading a user's texts (plain lines, JSONL, TSV or Parquet) and writing vectors (.npy or .jsonl).
+
+Every bad record is reported with its file and line number; with `skip_bad` it is counted and skipped instead.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ZhembedError
 
+FORMATS = {".txt": "text", ".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".parquet": "parquet"}
+
 
 def read_lines(path: Path) -> list[str]:
     """The lines of a UTF-8 file, or an error naming the file (and the line of a bad byte)."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ZhembedError(f"input file not found: {path}") from None
-    except IsADirectoryError:
-        raise ZhembedError(f"input is a directory, not a file: {path}") from None
+    data = _read_bytes(path)
     try:
         return data.decode("utf-8").splitlines()
     except UnicodeDecodeError as e:
@@ -25,24 +26,142 @@ def read_lines(path: Path) -> list[str]:
         raise ZhembedError(f"{path}:{line}: not UTF-8 text") from None
 
 
-def read_texts(path: Path, text_field: str | None = None) -> list[str]:
-    """One text per line of a text file, or the `text_field` of each line of a .jsonl file."""
-    lines = read_lines(path)
-    if not lines:
-        raise ZhembedError(f"{path} is empty")
-    if Path(path).suffix.lower() != ".jsonl" and text_field is None:
-        return lines
-    field = text_field or "text"
-    texts = []
-    for number, line in enumerate(lines, 1):
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ZhembedError(f"input file not found: {path}") from None
+    except IsADirectoryError:
+        raise ZhembedError(f"input is a directory, not a file: {path}") from None
+
+
+@dataclass
+class Records:
+    """Texts with their ids (strings; None when the input has no id field), their 0-based positions among
+    the input's `total` data lines (or Parquet rows), and a message for each bad line that was skipped."""
+
+    texts: list[str] = field(default_factory=list)
+    ids: list[str | None] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    total: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+class _Reader:
+    def __init__(self, path: Path, skip_bad: bool):
+        self.path, self.skip_bad, self.records = Path(path), skip_bad, Records()
+
+    def bad(self, line: int, why: str) -> None:
+        message = f"{self.path}:{line}: {why}"
+        if not self.skip_bad:
+            raise ZhembedError(message + " (or pass --skip-bad to skip such lines)")
+        self.records.skipped.append(message)
+
+    def reject(self, line: int, why: str) -> None:
+        self.records.total += 1
+        self.bad(line, why)
+
+    def add(self, line: int, text: object, id_: object = None) -> None:
+        self.records.total += 1
+        if not isinstance(text, str):
+            return self.bad(line, f"text is {type(text).__name__}, not a string")
+        if not text.strip():
+            return self.bad(line, "empty text")
+        self.records.texts.append(text)
+        self.records.ids.append(None if id_ is None else str(id_))
+        self.records.rows.append(self.records.total - 1)
+
+
+def input_format(path: Path) -> str:
+    """text, jsonl, tsv or parquet, from the file name (anything else is read as plain text)."""
+    return FORMATS.get(Path(path).suffix.lower(), "text")
+
+
+def read_records(path: Path, text_field: str | None = None, id_field: str | None = None,
+                 skip_bad: bool = False) -> Records:
+    """Texts (and ids) from one file: one per line; JSONL or Parquet with `text_field` (default "text");
+    TSV with a header row naming the columns."""
+    reader = _Reader(path, skip_bad)
+    kind = input_format(path)
+    if kind == "parquet":
+        _read_parquet(reader, text_field or "text", id_field)
+    else:
+        lines = _decoded_lines(reader)
+        if kind == "jsonl" or (kind == "text" and text_field):
+            _read_jsonl(reader, lines, text_field or "text", id_field)
+        elif kind == "tsv":
+            _read_tsv(reader, lines, text_field, id_field)
+        else:
+            for number, line in lines:
+                reader.add(number, line)
+    if not reader.records.texts:
+        raise ZhembedError(f"{path} has no texts" + (f" ({len(reader.records.skipped)} bad lines skipped)"
+                                                      if reader.records.skipped else ""))
+    return reader.records
+
+
+def _decoded_lines(reader: _Reader) -> list[tuple[int, str]]:
+    data = _read_bytes(reader.path)
+    if not data.strip():
+        raise ZhembedError(f"{reader.path} is empty")
+    lines = []
+    for number, raw in enumerate(data.splitlines(), 1):
+        try:
+            lines.append((number, raw.decode("utf-8")))
+        except UnicodeDecodeError:
+            reader.reject(number, "not UTF-8 text")
+    return lines
+
+
+def _read_jsonl(reader: _Reader, lines: list[tuple[int, str]], text_field: str, id_field: str | None) -> None:
+    for number, line in lines:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ZhembedError(f"{path}:{number}: not a JSON line ({e.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get(field), str):
-            raise ZhembedError(f"{path}:{number}: no string field {field!r}")
-        texts.append(record[field])
-    return texts
+            reader.reject(number, f"not a JSON line ({e.msg})")
+            continue
+        if not isinstance(record, dict) or text_field not in record:
+            reader.reject(number, f"no string field {text_field!r}")
+        elif id_field and record.get(id_field) is None:
+            reader.reject(number, f"no id field {id_field!r}")
+        else:
+            reader.add(number, record[text_field], record.get(id_field) if id_field else None)
+
+
+def _read_tsv(reader: _Reader, lines: list[tuple[int, str]], text_field: str | None, id_field: str | None) -> None:
+    header = lines[0][1].split("\t")
+    text_col = _column(reader.path, header, text_field or "text")
+    id_col = _column(reader.path, header, id_field) if id_field else None
+    for number, line in lines[1:]:
+        cells = line.split("\t")
+        if len(cells) != len(header):
+            reader.reject(number, f"{len(cells)} columns, the header has {len(header)}")
+        else:
+            reader.add(number, cells[text_col], cells[id_col] if id_col is not None else None)
+
+
+def _column(path: Path, header: list[str], name: str) -> int:
+    if name not in header:
+        raise ZhembedError(f"{path}:1: the TSV header has no column {name!r} (columns: {', '.join(header)})")
+    return header.index(name)
+
+
+def _read_parquet(reader: _Reader, text_field: str, id_field: str | None) -> None:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(reader.path)
+    except FileNotFoundError:
+        raise ZhembedError(f"input file not found: {reader.path}") from None
+    except Exception as e:
+        raise ZhembedError(f"{reader.path}: not a readable Parquet file ({e})") from None
+    for name in filter(None, (text_field, id_field)):
+        if name not in table.column_names:
+            raise ZhembedError(f"{reader.path}: no column {name!r} (columns: {', '.join(table.column_names)})")
+    texts = table.column(text_field).to_pylist()
+    ids = table.column(id_field).to_pylist() if id_field else [None] * len(texts)
+    for row, (text, id_) in enumerate(zip(texts, ids), 1):
+        reader.add(row, text, id_)
 
 
 def write_vectors(path: Path, texts: list[str], vectors: np.ndarray) -> None:

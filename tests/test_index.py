@@ -1,0 +1,153 @@
+"""Reading corpora, building/extending/searching an index (with a kill mid-build), clustering."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import SENTENCES
+from test_cli import run
+from zhembed import Encoder, ZhembedError
+from zhembed import index as ix
+from zhembed.cluster import communities, kmeans, summarize
+from zhembed.textio import read_records
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_bert):
+    return Encoder.load(tiny_bert)
+
+
+def test_reads_text_jsonl_tsv_and_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "a.txt").write_text("甲\n乙\n", encoding="utf-8")
+    (tmp_path / "a.jsonl").write_text('{"t": "甲", "k": 7}\n{"t": "乙", "k": 8}\n', encoding="utf-8")
+    (tmp_path / "a.tsv").write_text("k\tt\n7\t甲\n8\t乙\n", encoding="utf-8")
+    pq.write_table(pa.table({"t": ["甲", "乙"], "k": [7, 8]}), tmp_path / "a.parquet")
+    assert read_records(tmp_path / "a.txt").texts == ["甲", "乙"]
+    for name in ("a.jsonl", "a.tsv", "a.parquet"):
+        records = read_records(tmp_path / name, "t", "k")
+        assert (records.texts, records.ids, records.rows, records.total) == (["甲", "乙"], ["7", "8"], [0, 1], 2)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("empty.txt", b"", "is empty"),
+    ("blank.txt", "甲\n\n乙\n".encode(), "blank.txt:2: empty text"),
+    ("latin1.txt", "甲\n".encode() + "é\n".encode("latin-1"), "latin1.txt:2: not UTF-8 text"),
+    ("field.jsonl", '{"text": "甲"}\n{"other": "乙"}\n'.encode(), "field.jsonl:2: no string field 'text'"),
+    ("broken.jsonl", '{"text": "甲"}\n{"text": \n'.encode(), "broken.jsonl:2: not a JSON line"),
+    ("cols.tsv", "text\tid\n甲\t1\n乙\n".encode(), "cols.tsv:3: 1 columns, the header has 2"),
+])
+def test_bad_input_names_the_line_or_is_skipped(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ZhembedError, match=message):
+        read_records(path)
+    if name != "empty.txt":
+        records = read_records(path, skip_bad=True)
+        assert records.texts[0] == "甲" and len(records.skipped) == 1 and message in records.skipped[0]
+        assert records.total == len(records.texts) + 1
+
+
+def test_build_search_add_and_hnsw(encoder, tmp_path):
+    records = read_records(_corpus(tmp_path, SENTENCES[:40]))
+    index = ix.build_index(records, tmp_path / "idx", encoder, None, "corpus.txt", show_progress=False)
+    hits = index.search(SENTENCES[:3], k=5)
+    assert [h[0].text for h in hits] == SENTENCES[:3] and hits[0][0].score == pytest.approx(1, abs=1e-5)
+    assert index.meta["faiss_index"] == "IndexFlatIP" and len(index) == 40
+    with pytest.raises(ZhembedError, match="already holds an index"):
+        ix.build_index(records, tmp_path / "idx", encoder, None, "again")
+
+    more = read_records(_corpus(tmp_path, SENTENCES[40:60], "more.txt"))
+    index = ix.build_index(more, tmp_path / "idx", encoder, None, "more.txt", append=True, show_progress=False)
+    assert len(index) == 60 and index.search(SENTENCES[50], k=1)[0][0].id == "50"
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["CURRENT", "gen-000002"]
+
+    hnsw = ix.build_index(records, tmp_path / "hnsw", encoder, None, "c", ann="hnsw", show_progress=False)
+    assert hnsw.meta["faiss_index"] == "IndexHNSWFlat"
+    assert [h[0].text for h in hnsw.search(SENTENCES[:10], k=1)] == SENTENCES[:10]
+
+
+def test_killed_build_resumes_to_the_same_index(encoder, tmp_path, monkeypatch):
+    monkeypatch.setattr(ix, "CHUNK", 16)
+    records = read_records(_corpus(tmp_path, SENTENCES[:50]))
+    whole = ix.build_index(records, tmp_path / "whole", encoder, None, "c", show_progress=False)
+
+    real, calls = encoder.encode, []
+
+    def dies_on_third_chunk(texts, **kw):
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as a kill between two chunk writes
+        return real(texts, **kw)
+
+    monkeypatch.setattr(encoder, "encode", dies_on_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        ix.build_index(records, tmp_path / "resumed", encoder, None, "c", show_progress=False)
+    assert not (tmp_path / "resumed" / "CURRENT").exists()  # nothing loadable yet
+    assert len(list((tmp_path / "resumed" / ".partial" / "chunks").glob("*.npy"))) == 2
+    calls.clear()
+    resumed = ix.build_index(records, tmp_path / "resumed", encoder, None, "c", show_progress=False)
+    assert calls == [16, 2]  # only the missing chunks were encoded
+    np.testing.assert_array_equal(resumed.vectors(), whole.vectors())
+    assert (resumed.ids, resumed.texts) == (whole.ids, whole.texts)
+    assert not (tmp_path / "resumed" / ".partial").exists()
+
+
+def test_killed_add_leaves_the_old_index_loadable(encoder, tmp_path, monkeypatch):
+    ix.build_index(read_records(_corpus(tmp_path, SENTENCES[:20])), tmp_path / "idx", encoder, None, "c",
+                   show_progress=False)
+    monkeypatch.setattr(ix, "make_ann", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        ix.build_index(read_records(_corpus(tmp_path, SENTENCES[20:30], "more.txt")), tmp_path / "idx", encoder,
+                       None, "more", append=True, show_progress=False)
+    assert len(ix.Index.load(tmp_path / "idx", encoder)) == 20
+
+
+def test_cluster_functions():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 16))
+    vectors = np.concatenate([c + 0.05 * rng.normal(size=(n, 16)) for c, n in zip(centers, (10, 6, 4))])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    truth = np.repeat([0, 1, 2], (10, 6, 4))
+    np.testing.assert_array_equal(kmeans(vectors, 3), truth)
+    np.testing.assert_array_equal(communities(vectors, 0.9), truth)
+    assert len(set(communities(vectors, 0.99999))) == 20  # nobody that close: all singletons
+    groups = summarize(vectors, truth, [f"t{i}" for i in range(20)], top=2)
+    assert [g["size"] for g in groups] == [10, 6, 4] and len(groups[0]["central"]) == 2
+    with pytest.raises(ZhembedError, match="-k must be between 1 and"):
+        kmeans(vectors, 21)
+
+
+def test_cli_index_search_and_cluster(monkeypatch, capsys, tiny_bert, tmp_path):
+    corpus = _corpus(tmp_path, [*SENTENCES[:30], "", *SENTENCES[30:40]])
+    code, _, err = run(monkeypatch, capsys, "index", "build", "-i", corpus, "--out", tmp_path / "idx", "-m", tiny_bert)
+    assert code == 2 and "corpus.txt:31: empty text" in err
+    code, _, err = run(monkeypatch, capsys, "index", "build", "-i", corpus, "--out", tmp_path / "idx", "-m", tiny_bert,
+                       "--skip-bad")
+    assert code == 0 and "skipped 1 bad lines of 41" in err
+    code, out, _ = run(monkeypatch, capsys, "search", tmp_path / "idx", SENTENCES[5], "-k", "2", "--json")
+    hit = json.loads(out)["hits"][0]
+    assert code == 0 and hit["text"] == SENTENCES[5] and hit["id"] == "5"
+    code, _, err = run(monkeypatch, capsys, "search", tmp_path / "nowhere", "x")
+    assert code == 2 and "is not a zhembed index" in err
+
+    labels = tmp_path / "labels.txt"
+    code, _, _ = run(monkeypatch, capsys, "cluster", "-i", corpus, "--out", labels, "-k", "3", "-m", tiny_bert,
+                     "--skip-bad")
+    lines = labels.read_text().splitlines()
+    assert code == 0 and len(lines) == 41 and lines[30] == "-1" and {int(x) for x in lines} == {-1, 0, 1, 2}
+    summary = json.loads((tmp_path / "labels.txt.summary.json").read_text(encoding="utf-8"))
+    assert sum(g["size"] for g in summary) == 40
+    code, _, err = run(monkeypatch, capsys, "cluster", "-i", corpus, "--out", labels, "-m", tiny_bert)
+    assert code == 2 and "exactly one" in err
+
+
+def _corpus(tmp_path, lines, name="corpus.txt"):
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
