@@ -83,7 +83,7 @@ def find_onnx(model_dir: Path, onnx_file: str | None = None) -> Path | None:
     return next((p for p in (model_dir / ONNX_DIR / INT8_FILE, model_dir / ONNX_DIR / FP32_FILE) if p.exists()), None)
 
 
-def _default_onnx(required: bool) -> Path | None:
+def default_onnx(required: bool) -> Path | None:
     """The default model's int8 ONNX directory; with `required` False, None (and a warning) if export fails."""
     from .default_model import default_onnx_dir
 
@@ -133,7 +133,7 @@ class Encoder:
         if backend not in ("auto", "onnx", "torch"):
             raise ZhembedError(f"unknown backend {backend!r}; choose auto, onnx or torch")
         if path is None and backend != "torch":
-            path = _default_onnx(required=backend == "onnx")
+            path = default_onnx(required=backend == "onnx")
         model_dir = resolve_model_dir(path)
         onnx_path = find_onnx(model_dir, onnx_file) if backend != "torch" else None
         if backend == "onnx" and onnx_path is None:

@@ -1,0 +1,83 @@
+"""Export embedded Parquet shards (from `zhembed embed-dataset`) to Qdrant, in batches, idempotently.
+
+Each row becomes a point whose id is a UUID derived from the row's key: its `id_field` value, or
+"<shard>:<row>". Re-running an export overwrites the same points instead of adding copies. The payload
+holds the row's other columns and the key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import ZhembedError
+
+NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://zhembed/points")
+
+
+def point_id(key: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, key))
+
+
+def shard_files(input_dir: Path) -> list[Path]:
+    files = sorted(p for p in Path(input_dir).glob("*.parquet") if not p.name.startswith("."))
+    if not files:
+        raise ZhembedError(f"{input_dir} holds no .parquet shards; write them with `zhembed embed-dataset`")
+    return files
+
+
+def points(input_dir: Path, id_field: str | None = None) -> Iterator[tuple[str, list[float], dict]]:
+    """(point id, vector, payload) for every row of every shard, in shard and row order."""
+    import pyarrow.parquet as pq
+
+    for path in shard_files(input_dir):
+        table = pq.read_table(path)
+        if "embedding" not in table.column_names:
+            raise ZhembedError(f"{path} has no 'embedding' column")
+        if id_field and id_field not in table.column_names:
+            raise ZhembedError(f"{path} has no id field {id_field!r} (columns: {', '.join(table.column_names)})")
+        vectors = table.column("embedding").to_pylist()
+        rows = table.drop_columns(["embedding"]).to_pylist()
+        for i, (vector, payload) in enumerate(zip(vectors, rows)):
+            key = str(payload[id_field]) if id_field else f"{path.stem}:{i}"
+            yield point_id(key), vector, {**payload, "zhembed_key": key}
+
+
+def qdrant_client(url: str | None = None, path: str | None = None):
+    """A client for a Qdrant server (`url`) or Qdrant's local on-disk mode (`path`, or ':memory:')."""
+    from qdrant_client import QdrantClient
+
+    if bool(url) == bool(path):
+        raise ZhembedError("give --url (a Qdrant server) or --path (Qdrant's local mode), exactly one")
+    return QdrantClient(url=url) if url else QdrantClient(location=":memory:") if path == ":memory:" \
+        else QdrantClient(path=path)
+
+
+def export_to_qdrant(input_dir: Path, client, collection: str, id_field: str | None = None,
+                     batch_size: int = 256, log=print) -> int:
+    """Upsert every row into `collection` (created with cosine distance if missing); returns the row count."""
+    from qdrant_client import models
+
+    count, batch = 0, []
+    for point in points(input_dir, id_field):
+        if count == 0:
+            _ensure_collection(client, collection, len(point[1]), models)
+        batch.append(models.PointStruct(id=point[0], vector=point[1], payload=point[2]))
+        count += 1
+        if len(batch) == batch_size:
+            client.upsert(collection, points=batch, wait=True)
+            batch = []
+    if batch:
+        client.upsert(collection, points=batch, wait=True)
+    log(f"upserted {count} points into {collection}")
+    return count
+
+
+def _ensure_collection(client, collection: str, dim: int, models) -> None:
+    if not client.collection_exists(collection):
+        client.create_collection(collection, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE))
+        return
+    size = client.get_collection(collection).config.params.vectors.size
+    if size != dim:
+        raise ZhembedError(f"collection {collection!r} holds vectors of size {size}, these have {dim}")
