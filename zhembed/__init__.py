@@ -2,6 +2,7 @@
 
 from .encoder import Encoder
 from .errors import ZhembedError
+from .index import Index
 
 __version__ = "0.1.0"
-__all__ = ["Encoder", "ZhembedError", "__version__"]
+__all__ = ["Encoder", "Index", "ZhembedError", "__version__"]

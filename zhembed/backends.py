@@ -58,7 +58,10 @@ GRAPH_LEVELS = ("disable", "basic", "extended", "all")
 class OnnxBackend:
     """onnxruntime on the CPU: neither torch nor transformers is imported."""
 
-    def __init__(self, onnx_file: Path, num_threads: int | None = None, graph_optimization: str = "all"):
+    def __init__(self, onnx_file: Path, num_threads: int | None = None, graph_optimization: str = "all",
+                 spinning: bool = True):
+        """`spinning` False stops idle worker threads from busy-waiting: slower for back-to-back batches,
+        but it leaves the cores to other work, such as a server's event loop, between batches."""
         import onnxruntime as ort
 
         if graph_optimization not in GRAPH_LEVELS:
@@ -66,6 +69,7 @@ class OnnxBackend:
         opts = ort.SessionOptions()
         self.threads = num_threads or default_threads()
         opts.intra_op_num_threads, opts.inter_op_num_threads = self.threads, 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, {
             "disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
             "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}[graph_optimization])

@@ -246,7 +246,7 @@ def serve(model: ModelOpt = None,
     from .server import Limits
     from .server import serve as run
 
-    encoder = Encoder.load(model, backend=backend, num_threads=threads)
+    encoder = Encoder.load(model, backend=backend, num_threads=threads, onnx_spinning=False)
     searchable = Index.load(index, encoder) if index else None
     run(encoder, host, port, Limits(max_inputs, max_chars, max_batch_tokens, max_wait_ms, max_queue), index=searchable)
 

@@ -123,7 +123,7 @@ class Encoder:
 
     @classmethod
     def load(cls, path: str | Path | None = None, backend: str = "auto", num_threads: int | None = None,
-             onnx_file: str | None = None, graph_optimization: str = "all") -> Encoder:
+             onnx_file: str | None = None, graph_optimization: str = "all", onnx_spinning: bool = True) -> Encoder:
         """Load a local model directory (`None`: the default model).
 
         backend: "torch"; "onnx" (DIR/onnx/model_qint8.onnx, else model.onnx, or `onnx_file`); "auto" picks
@@ -141,7 +141,7 @@ class Encoder:
         if onnx_path is not None:
             from .backends import OnnxBackend
 
-            engine = OnnxBackend(onnx_path, num_threads, graph_optimization)
+            engine = OnnxBackend(onnx_path, num_threads, graph_optimization, onnx_spinning)
         else:
             from .backends import TorchBackend
 

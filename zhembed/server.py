@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +23,14 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import BatchQueue, QueueFull
+
+
+INLINE_TOKENIZE_CHARS = 2000
+
+
+def json_response(body: dict) -> Response:
+    """Serialized by the json module directly: FastAPI's generic encoder is slow on long float lists."""
+    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), media_type="application/json")
 
 
 @dataclass
@@ -109,7 +118,10 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
                                     "(--max-chars)", param)
 
     async def embed(texts: list[str]) -> tuple[np.ndarray, int, int]:
-        ids = await asyncio.to_thread(encoder.tokenize, texts, max_length)
+        if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:  # cheaper than a hop to a thread
+            ids = encoder.tokenize(texts, max_length)
+        else:
+            ids = await asyncio.to_thread(encoder.tokenize, texts, max_length)
         try:
             vectors = await state["queue"].submit(ids)
         except QueueFull as e:
@@ -153,8 +165,8 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
         data = [{"object": "embedding", "index": i,
                  "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if req.encoding_format == "base64"
                  else v.tolist()} for i, v in enumerate(vectors)]
-        return {"object": "list", "data": data, "model": req.model or name,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "truncated_inputs": truncated}}
+        return json_response({"object": "list", "data": data, "model": req.model or name,
+                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "truncated_inputs": truncated}})
 
     @app.post("/similarity")
     async def similarity(req: SimilarityRequest):
