@@ -8,7 +8,9 @@ optimizer; int8 is onnxruntime's dynamic quantization (weights int8, activations
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import warnings
 from pathlib import Path
 
 from .errors import ZhembedError
@@ -30,9 +32,14 @@ def _export_fp32(model_dir: Path, path: Path) -> None:
         def forward(self, input_ids, attention_mask):
             return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
     model = HiddenStates(AutoModel.from_pretrained(str(model_dir), dtype=torch.float32).eval())
     ids = torch.ones((2, 8), dtype=torch.long)
-    with torch.inference_mode():
+    # The tracer's warnings concern shapes that the dynamic axes cover; tests compare the graph with torch.
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(model, (ids, torch.ones_like(ids)), str(path), input_names=["input_ids", "attention_mask"],
                           output_names=["last_hidden_state"], opset_version=17, dynamo=False,
                           dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
@@ -53,8 +60,13 @@ def _quantize(src: Path, dst: Path) -> None:
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"],
-                     per_channel=True, extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT})
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.ERROR)  # its advice to pre-process the model applies to static quantization
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"],
+                         per_channel=True, extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT})
+    finally:
+        root.setLevel(level)
 
 
 def export_onnx(model_dir: Path, out: Path | None = None, quantize: str | None = None, fuse: bool = True) -> Path:
