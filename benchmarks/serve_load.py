@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="The server's batching wait.")
+    parser.add_argument("--threads", type=int, help="The server's model threads (default: all cores).")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -114,7 +115,7 @@ def main() -> None:
     offline = offline_throughput(args.model, args.backend, texts)
     port = free_port()
     cmd = [sys.executable, "-m", "zhembed", "serve", "--host", HOST, "--port", str(port), "--backend", args.backend,
-           "--max-wait-ms", str(args.max_wait_ms)]
+           "--max-wait-ms", str(args.max_wait_ms)] + (["--threads", str(args.threads)] if args.threads else [])
     server = subprocess.Popen(cmd + (["--model", args.model] if args.model else []), stderr=subprocess.DEVNULL)
     try:
         import httpx
@@ -132,6 +133,7 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
     doc = {"model": args.model or "default", "backend": args.backend, "max_wait_ms": args.max_wait_ms,
+           "server_threads": args.threads,
            "client": "asyncio streams, one keep-alive connection per client", "command": "python " + " ".join(sys.argv), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"),
            "offline_batch16_throughput": round(offline, 1), "single_request": single, "load": load,
            "load_vs_offline": round(load["throughput"] / offline, 2)}
