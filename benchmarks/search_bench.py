@@ -6,8 +6,8 @@
    through zhembed.index.build_index (HNSW, as `zhembed index build` picks for this size): build throughput,
    size on disk, single-query latency p50/p99 at k=10 (encode + search, and search alone), and recall@10 of the
    ANN index against exact search on 1,000 lcqmc_dev questions.
-2. The ANN library, chosen by measurement: faiss HNSW and hnswlib built on the same vectors with the same
-   M / efConstruction / ef: build time, search latency, recall@10.
+2. The ANN library, chosen by measurement: faiss HNSW and hnswlib (`pip install -e ".[bench]"`) on the
+   same vectors, same M / efConstruction / ef: build time, search latency, recall@10.
 3. Paraphrase retrieval through the CLI: 300 positive pairs of lcqmc_dev; the index holds their second
    sentences and those of 3,000 negative pairs (hard distractors). `zhembed search` with the first sentences:
    how often the partner is the top hit, and in the top 3.
