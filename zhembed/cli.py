@@ -261,14 +261,15 @@ def _index_from(input: Path, out: Path, append: bool, model, backend, text_field
                 batch_size, max_length) -> None:
     import time
 
-    from .index import Index, build_index
+    from .index import build_index, load_encoder, read_meta
 
     records = _records(input, text_field, id_field, skip_bad)
-    if append:
-        meta = Index.load(out).meta
-        model, backend = meta["model"], "torch" if meta["backend"] == "torch" else "auto"
-    encoder = _encoder(model, backend)
-    model = str(encoder.path) if model else None  # None: the default model, whichever backend runs it
+    if append:  # the index's own model and backend
+        meta = read_meta(out)
+        model, encoder = meta["model"], load_encoder(meta["model"], meta["backend"])
+    else:
+        encoder = _encoder(model, backend)
+        model = str(encoder.path) if model else None  # None: the default model, whichever backend runs it
     start = time.perf_counter()
     index = build_index(records, out, encoder, model, str(input), ann, batch_size, max_length, append)
     seconds = time.perf_counter() - start

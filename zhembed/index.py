@@ -73,10 +73,7 @@ class Index:
     @classmethod
     def load(cls, path: str | Path, encoder=None) -> Index:
         """Open the live generation of an index directory; `encoder` overrides the model it was built with."""
-        gen = live_generation(Path(path))
-        if gen is None:
-            raise ZhembedError(f"{path} is not a zhembed index (no CURRENT file); build one with `zhembed index build`")
-        meta = json.loads((gen / "meta.json").read_text(encoding="utf-8"))
+        gen, meta = _live(Path(path))
         ids, texts = _read_records(gen / "records.jsonl")
         ann = _faiss().read_index(str(gen / "vectors.faiss"))
         if encoder is not None and encoder.dim != meta["dim"]:
@@ -113,6 +110,18 @@ def load_encoder(model: str | None, backend: str = "auto"):
     from .encoder import Encoder
 
     return Encoder.load(model, backend="torch" if backend == "torch" else "auto")
+
+
+def read_meta(path: str | Path) -> dict:
+    """The live generation's meta.json: model, backend, dimension, count... (without loading vectors)."""
+    return _live(Path(path))[1]
+
+
+def _live(path: Path) -> tuple[Path, dict]:
+    gen = live_generation(path)
+    if gen is None:
+        raise ZhembedError(f"{path} is not a zhembed index (no CURRENT file); build one with `zhembed index build`")
+    return gen, json.loads((gen / "meta.json").read_text(encoding="utf-8"))
 
 
 def live_generation(path: Path) -> Path | None:
@@ -167,7 +176,8 @@ def fingerprint(records: Records, model: str | None, backend: str, max_length: i
     return h.hexdigest()[:16]
 
 
-def write_index(path: Path, meta: dict, vectors: np.ndarray, ids: list[str], texts: list[str], ann: str) -> Path:
+def write_index(path: Path, meta: dict, vectors: np.ndarray, ids: list[str], texts: list[str], ann: str,
+                encoder=None) -> Index:
     """Write a new generation and switch CURRENT to it atomically; older generations are then removed."""
     path.mkdir(parents=True, exist_ok=True)
     old = live_generation(path)
@@ -188,7 +198,7 @@ def write_index(path: Path, meta: dict, vectors: np.ndarray, ids: list[str], tex
     for stale in path.glob("gen-*"):
         if stale != gen:
             shutil.rmtree(stale, ignore_errors=True)
-    return gen
+    return Index(path, meta, index, ids, texts, encoder)
 
 
 def build_index(records: Records, out: Path, encoder, model: str | None, source: str, ann: str = "auto",
@@ -215,6 +225,6 @@ def build_index(records: Records, out: Path, encoder, model: str | None, source:
         texts = records.texts
     meta = {"format": 1, "model": model, "backend": encoder.backend.name, "dim": int(vectors.shape[1]),
             "max_length": max_length, "sources": sources}
-    write_index(out, meta, vectors, ids, texts, previous.meta["ann"] if previous else ann)
+    index = write_index(out, meta, vectors, ids, texts, previous.meta["ann"] if previous else ann, encoder)
     shutil.rmtree(work, ignore_errors=True)
-    return Index.load(out, encoder)
+    return index

@@ -92,8 +92,8 @@ class Observe:
     """Counts requests, errors and latency per path, as a plain ASGI middleware (Starlette's
     @app.middleware("http") costs more per request than the model does on one short sentence)."""
 
-    def __init__(self, app, metrics: Metrics, queue_depth, paths):
-        self.app, self.metrics, self.queue_depth, self.paths, self._known = app, metrics, queue_depth, paths, None
+    def __init__(self, app, metrics: Metrics, queue_depth, paths: set[str]):
+        self.app, self.metrics, self.queue_depth, self.paths = app, metrics, queue_depth, paths
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -109,8 +109,7 @@ class Observe:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self._known = self._known or self.paths()
-            path = scope["path"] if scope["path"] in self._known else "other"
+            path = scope["path"] if scope["path"] in self.paths else "other"
             self.metrics.requests.labels(path).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
             if status[0] >= 400:
@@ -157,9 +156,6 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
             raise ApiError(503, f"server busy: {e}", headers={"Retry-After": "1"}) from None
         truncated = sum(len(x) >= max_length for x in ids)
         return vectors, sum(map(len, ids)), truncated
-
-    app.add_middleware(Observe, metrics=metrics, queue_depth=lambda: state["queue"].depth if "queue" in state else 0,
-                       paths=lambda: {r.path for r in app.routes})
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError):
@@ -218,6 +214,8 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
         metrics.queue_depth.set(state["queue"].depth)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(Observe, metrics=metrics, queue_depth=lambda: state["queue"].depth if "queue" in state else 0,
+                       paths={r.path for r in app.routes})
     app.state.zhembed = state
     return app
 
