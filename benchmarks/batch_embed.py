@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from zhembed.benchmark import cpu_name
-from zhembed.embed_dataset import EmbedConfig, embed_dataset
+from zhembed.eval.speed import cpu_name
+from zhembed.scale.embed_dataset import EmbedConfig, embed_dataset
 from zhembed.textio import read_lines
 
 RESULTS = Path(__file__).parent / "results"

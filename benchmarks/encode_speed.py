@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from zhembed import Encoder
-from zhembed.benchmark import bench_sentences, cpu_name
-from zhembed.default_model import teacher_dir
+from zhembed.eval.speed import bench_sentences, cpu_name
+from zhembed.make.import_e5 import teacher_dir
 
 RESULTS = Path(__file__).parent / "results"
 

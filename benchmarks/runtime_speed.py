@@ -6,8 +6,8 @@ Measures, in one run:
 - throughput at batch 16, max_length 256: sentence-transformers (torch fp32), ONNX fp32, ONNX int8,
   taking turns in every repeat (median), with ratios against sentence-transformers;
 - accuracy: cosine Spearman averaged over the seven seed splits, for torch fp32, ONNX fp32 and int8;
-- cold start: a new process that imports zhembed, loads the default model on the ONNX path and encodes
-  one sentence (wall time of the whole process), and its RSS after loading;
+- cold start: a new process that imports zhembed, loads the default model (its shipped int8 ONNX) and
+  encodes one sentence (wall time of the whole process), and its RSS after loading;
 - the encode loop's achieved GFLOP/s against a matmul micro-benchmark of this CPU.
 Writes benchmarks/results/runtime_speed.{json,md}.
 """
@@ -19,23 +19,24 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from zhembed import Encoder
-from zhembed.benchmark import bench_sentences, cpu_name
-from zhembed.default_model import default_model_dir, default_onnx_dir
-from zhembed.encoder import length_batches
-from zhembed.onnx_export import FP32_FILE, ONNX_DIR
+from zhembed.eval.speed import bench_sentences, cpu_name
+from zhembed.make.onnx_export import export_onnx
+from zhembed.modeldir import FP32_FILE, ONNX_DIR
+from zhembed.runtime import default_model_dir, length_batches
 
 RESULTS = Path(__file__).parent / "results"
 COLD_START = """
 import resource, time
 t0 = time.perf_counter()
 from zhembed import Encoder
-enc = Encoder.load(None, backend="onnx")
+enc = Encoder.load()
 rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024
 enc.encode("我的儿子！他猛然间喊道，我的儿子在哪儿？")
 import sys
@@ -83,11 +84,12 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     texts = bench_sentences(args.sentences)
-    onnx_dir = default_onnx_dir()
     model_dir = default_model_dir()
     st = SentenceTransformer(str(model_dir), device="cpu")
     st.max_seq_length = 256
-    int8 = Encoder.load(onnx_dir, backend="onnx")
+    int8 = Encoder.load(model_dir, backend="onnx")  # the shipped int8 export
+    onnx_dir = Path(tempfile.mkdtemp(prefix="zhembed-fp32-")) / "model"  # fp32 is not shipped: export it here
+    export_onnx(model_dir, onnx_dir)
     fp32 = Encoder.load(onnx_dir, backend="onnx", onnx_file=f"{ONNX_DIR}/{FP32_FILE}")
     systems = {
         "sentence-transformers (torch fp32)": lambda items: st.encode(items, batch_size=16, normalize_embeddings=True),
@@ -125,7 +127,7 @@ def main() -> None:
 
 
 def _accuracy(model_dir: Path, fp32: Encoder, int8: Encoder) -> dict:
-    from zhembed.evaluation import evaluate_encoder, load_tasks
+    from zhembed.eval.suite import evaluate_encoder, load_tasks
 
     tasks = load_tasks(None, None, {})
     out = {}

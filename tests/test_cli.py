@@ -69,3 +69,41 @@ def test_user_mistakes_are_one_line(monkeypatch, capsys, tiny_bert, tmp_path, ar
     monkeypatch.chdir(tmp_path)
     code, _, err = run(monkeypatch, capsys, *[a.format(**files) for a in args])
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("args, extra", [
+    (["serve"], "serve"),
+    (["distill", "--corpus", "corpus.txt"], "train"),
+    (["index", "build", "--input", "texts.txt", "--out", "idx"], "search"),
+    (["index", "build"], "search"),
+    (["search", "idx", "query"], "search"),
+    (["export", "--quantize", "int8"], "train"),
+    (["embed-dataset", "-i", "texts.txt", "-o", "out"], "scale"),
+    (["eval", "some-model"], "eval"),
+])
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch, capsys, tmp_path, args, extra):
+    """As in a core install (`pip install zhembed`): none of the optional layers' libraries are there."""
+    import importlib.util
+
+    from zhembed import errors
+
+    hidden = {m for modules in errors.EXTRAS.values() for m in modules}
+    monkeypatch.setattr(errors, "find_spec", lambda name: None if name in hidden else importlib.util.find_spec(name))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("zhembed: error: ") and f"pip install 'zhembed[{extra}]'" in err, err
+
+
+def test_encoding_commands_need_no_extra(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    from zhembed import errors
+
+    hidden = {m for modules in errors.EXTRAS.values() for m in modules}
+    monkeypatch.setattr(errors, "find_spec", lambda name: None if name in hidden else importlib.util.find_spec(name))
+    code, out, _ = run(monkeypatch, capsys, "similarity", "花呗怎么还款", "花呗如何还钱", "今天天气很好")
+    scores = [float(line.split("\t")[0]) for line in out.splitlines()]
+    assert code == 0 and scores[0] > scores[1]
+    code, out, _ = run(monkeypatch, capsys, "info")
+    assert code == 0 and "model_qint8.onnx" in out

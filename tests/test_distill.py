@@ -10,8 +10,8 @@ from safetensors.numpy import load_file
 
 from conftest import CHARS, SENTENCES, make_tiny_bert
 from zhembed import Encoder, ZhembedError
-from zhembed.distill import DistillConfig, choose_layers, distill, make_student
-from zhembed.prune_vocab import prune_vocab
+from zhembed.train.distill import DistillConfig, choose_layers, distill, make_student
+from zhembed.make.prune_vocab import prune_vocab
 
 
 def test_choose_layers():

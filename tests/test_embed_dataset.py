@@ -10,10 +10,10 @@ import pytest
 
 from conftest import SENTENCES
 from zhembed import Encoder, ZhembedError
-from zhembed import embed_dataset as ed
-from zhembed.index import build_index
+from zhembed.scale import embed_dataset as ed
+from zhembed.search.index import build_index
 from zhembed.textio import Records
-from zhembed.vector_export import export_to_qdrant, qdrant_client
+from zhembed.scale.vector_export import export_to_qdrant, qdrant_client
 
 
 @pytest.fixture

@@ -111,14 +111,39 @@ def test_missing_and_corrupt_directories(tiny_bert, tmp_path):
         Encoder.load(bad_modules)
 
 
-def test_default_model_converts_once_into_home(monkeypatch, tmp_path, teacher_dir, capsys):
-    from zhembed import default_model
+def test_teacher_converts_once_into_home(monkeypatch, tmp_path, teacher_dir, capsys):
+    from zhembed.make import import_e5 as ie
 
     monkeypatch.setenv("ZHEMBED_HOME", str(tmp_path))
-    monkeypatch.setattr(default_model, "SHIPPED_MODEL", tmp_path / "no-shipped-model")
-    monkeypatch.setattr("zhembed.import_e5.import_e5", lambda out: shutil.copytree(teacher_dir, out, dirs_exist_ok=True))
-    first = default_model.default_model_dir()
+    monkeypatch.setattr(ie, "import_e5", lambda out: shutil.copytree(teacher_dir, out, dirs_exist_ok=True))
+    first = ie.teacher_dir()
     assert "converting" in capsys.readouterr().err
     assert first == tmp_path / "multilingual-e5-small" and json.loads((first / "config.json").read_text())
-    assert default_model.default_model_dir() == first
+    assert ie.teacher_dir() == first
     assert capsys.readouterr().err == ""
+
+
+def test_a_missing_default_model_is_one_clear_error_and_nothing_is_built(monkeypatch, tmp_path):
+    from zhembed.runtime import models
+
+    monkeypatch.setenv("ZHEMBED_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(models, "SHIPPED_MODEL", tmp_path / "no-shipped-model")
+    with pytest.raises(ZhembedError, match="no default model"):
+        Encoder.load()
+    assert not (tmp_path / "home").exists()
+
+
+def test_threads_at_two_lengths_never_truncate_each_other(tiny_bert):
+    """Truncation used to be set on one shared tokenizer per call: a thread at max_length 32 could cut
+    another thread's texts at 32 instead of 256."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    enc = Encoder.load(tiny_bert, backend="torch")
+    long_text = "我们在学习中文" * 60
+
+    def lengths(max_length: int) -> list[int]:
+        return [len(enc.tokenize([long_text] * 4, max_length)[i]) for _ in range(200) for i in range(4)]
+
+    with ThreadPoolExecutor(2) as pool:
+        short, long = pool.map(lengths, (32, 256))
+    assert set(short) == {32} and set(long) == {128}  # 128: the tiny model's position limit

@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from zhembed import ZhembedError
-from zhembed.evaluation import PairTask, load_tasks, markdown_table, pair_scores, spearman, task_metrics
+from zhembed.eval.suite import PairTask, load_tasks, markdown_table, pair_scores, spearman, task_metrics
 
 rng = np.random.default_rng(0)
 
@@ -74,7 +74,7 @@ def test_malformed_data_names_file_and_line(tmp_path, content, message):
 
 
 def test_missing_data_says_how_to_pass_it(tmp_path, monkeypatch):
-    monkeypatch.setattr("zhembed.evaluation.default_data_dir", lambda: None)
+    monkeypatch.setattr("zhembed.eval.suite.default_data_dir", lambda: None)
     with pytest.raises(ZhembedError, match="--data"):
         load_tasks(None, None, {})
     with pytest.raises(ZhembedError, match="not found"):

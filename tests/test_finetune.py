@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from zhembed import Encoder, ZhembedError
-from zhembed.evaluation import PairTask
-from zhembed.finetune import FinetuneConfig, cosent_loss, finetune, nli_triples, ranking_loss
+from zhembed.eval.suite import PairTask
+from zhembed.train.finetune import FinetuneConfig, cosent_loss, finetune, nli_triples, ranking_loss
 
 
 def _write(path, rows):

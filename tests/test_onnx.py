@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from zhembed import Encoder, ZhembedError
-from zhembed.encoder import length_batches
-from zhembed.onnx_export import export_onnx
+from zhembed.runtime import length_batches
+from zhembed.make.onnx_export import export_onnx
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from zhembed import Encoder
-from zhembed.server import Limits, create_app
+from zhembed.serve.app import Limits, create_app
 
 
 def free_port() -> int:
@@ -144,7 +144,7 @@ def test_concurrent_burst_every_answer_matches_its_input(url, encoder):
 
 def test_search_endpoint(encoder, tmp_path):
     from conftest import SENTENCES
-    from zhembed.index import build_index
+    from zhembed.search.index import build_index
     from zhembed.textio import Records
 
     index = build_index(Records(texts=SENTENCES[:20], ids=[f"s{i}" for i in range(20)]), tmp_path / "idx", encoder,

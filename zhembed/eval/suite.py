@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import rankdata
 
-from .errors import ZhembedError
-from .textio import read_lines
+from ..errors import ZhembedError, require
+from ..textio import read_lines
 
 SEED_TASKS = ("csts_dev", "csts_test", "afqmc_dev", "lcqmc_dev", "bqcorpus_dev", "pawsx_dev", "xiaobu_dev")
 SIMILARITIES = ("cosine", "manhattan", "euclidean", "dot")
@@ -30,7 +29,7 @@ NO_DATA = ("no evaluation data found at ../shared/data/eval; pass --data DIR (a 
 
 def default_data_dir() -> Path | None:
     """../shared/data/eval beside the project checkout or the current directory, if there."""
-    for base in (Path(__file__).resolve().parents[2], Path.cwd().parent):
+    for base in (Path(__file__).resolve().parents[3], Path.cwd().parent):
         if (base / "shared" / "data" / "eval").is_dir():
             return base / "shared" / "data" / "eval"
     return None
@@ -68,6 +67,9 @@ class PairTask:
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman's rho: Pearson correlation of average-tie ranks (as scipy.stats.spearmanr)."""
+    require("eval", "the evaluation suite", ("scipy",))
+    from scipy.stats import rankdata
+
     rx, ry = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
     denom = np.sqrt((rx * rx).sum() * (ry * ry).sum())
     return float((rx * ry).sum() / denom) if denom > 0 else float("nan")
@@ -121,12 +123,22 @@ def summarize(model: str, results: dict, seconds: float) -> dict:
 
 def report(models: list[dict]) -> dict:
     """The JSON document: per-model results, library versions and the date."""
-    import tokenizers
-    import transformers
-
-    versions = {"python": platform.python_version(), "numpy": np.__version__,
-                "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
+    versions = {"python": platform.python_version(), **installed_versions("numpy", "tokenizers", "onnxruntime",
+                                                                          "transformers", "torch")}
     return {"models": models, "versions": versions, "date": datetime.date.today().isoformat()}
+
+
+def installed_versions(*packages: str) -> dict[str, str]:
+    """Versions of the given distributions that are installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in packages:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
 
 
 def markdown_table(models: list[dict], protocol: str) -> str:
@@ -151,6 +163,7 @@ def markdown(models: list[dict]) -> str:
 
 def plot(models: list[dict], path: Path) -> None:
     """A grouped bar chart of cosine Spearman per task and model."""
+    require("eval", "--plot", ("matplotlib",))
     import matplotlib
 
     matplotlib.use("Agg")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import SEED_TASKS, default_data_dir
-from .errors import ZhembedError
-from .info import count_parameters, size_on_disk
+from ..errors import ZhembedError
+from ..modeldir import count_parameters, size_on_disk
+from .suite import SEED_TASKS, default_data_dir
 
 
 def bench_sentences(n: int, data: Path | None = None, seed: int = 0) -> list[str]:
@@ -47,14 +47,32 @@ def time_pass(encoder, sentences: list[str], batch_size: int, max_length: int) -
     return times
 
 
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD flags that decide int8 and fp32 speed (AVX2, AVX-512, VNNI, AMX), as /proc/cpuinfo lists them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [f for f in SIMD_FLAGS if f in present]
+    except OSError:
+        pass
+    return []
+
+
 def cpu_name() -> str:
+    """The processor's model name and its SIMD flags, e.g. 'AMD EPYC (avx2, avx512f, avx512_vnni)'."""
+    name = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return f"{name} ({', '.join(cpu_flags()) or 'no AVX2'})"
 
 
 def run_bench(encoders: list, sentences: list[str], batch_size: int = 16, max_length: int = 256,

@@ -7,17 +7,18 @@ Read top to bottom: config, data (with the contamination guard), losses, the tra
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .distill import (Batches, dev_spearman, load_checkpoint, lr_at, mean_pool, optimizer_step, refuse_to_overwrite,
-                      save_checkpoint, save_model)
-from .errors import ZhembedError
-from .evaluation import PairTask
+from ..errors import ZhembedError
+from ..eval.suite import PairTask
+from ..modeldir import write_json
+from ..runtime import Encoder
+from .common import (Batches, dev_spearman, load_checkpoint, lr_at, mean_pool, optimizer_step, refuse_to_overwrite,
+                     save_checkpoint, save_model)
 
 
 @dataclass
@@ -159,8 +160,6 @@ def step_loss(model, encoder, teacher, ds: Dataset, rows: np.ndarray, cfg: Finet
 def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
     import torch
 
-    from .encoder import Encoder
-
     torch.manual_seed(cfg.seed)
     work, out = Path(cfg.work_dir), Path(cfg.out)
     ckpt_file = refuse_to_overwrite(work / "checkpoint.pt", resume)
@@ -171,7 +170,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
             raise ZhembedError("training data overlaps the evaluation splits: " + "; ".join(problems)
                                + " (pass --allow-overlap to train on it anyway)")
     work.mkdir(parents=True, exist_ok=True)
-    (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    write_json(work / "config.json", asdict(cfg))
     for ds in datasets:
         log(f"{ds.name}: {len(ds.rows)} {'triples' if ds.kind == 'triples' else 'pairs'} ({ds.kind})")
 

@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import ZhembedError
+from ..errors import ZhembedError
+from ..runtime import Encoder, default_model_dir
+from ..modeldir import resolve_model_dir
 
 INPUT_SUFFIXES = (".parquet", ".jsonl", ".json", ".txt")
 MANIFEST = "_zhembed.json"
@@ -70,7 +72,7 @@ def read_table(path: Path, text_field: str):
 
             table = pj.read_json(path)
         else:
-            from .textio import read_lines
+            from ..textio import read_lines
 
             table = pa.table({text_field: read_lines(path)})
     except ZhembedError:
@@ -104,8 +106,6 @@ class ShardEmbedder:
     """Loads the model once; each call embeds one whole shard and writes it atomically to `out`."""
 
     def __init__(self, cfg: EmbedConfig, out: str):
-        from .encoder import Encoder
-
         self.cfg, self.out = cfg, Path(out)
         self.encoder = Encoder.load(cfg.model, backend=cfg.backend, num_threads=cfg.threads)
 
@@ -138,16 +138,9 @@ class ShardEmbedder:
 
 
 def _resolve_model(cfg: EmbedConfig) -> EmbedConfig:
-    """Pin the model path before workers start, so the default model's ONNX export happens once, here."""
-    from .encoder import resolve_model_dir
-
-    if cfg.model is None and cfg.backend != "torch":
-        from .encoder import default_onnx
-
-        onnx_dir = default_onnx(required=cfg.backend == "onnx")
-        return EmbedConfig(**{**asdict(cfg), "model": str(onnx_dir) if onnx_dir else None,
-                              "backend": "auto" if onnx_dir else "torch"})
-    return EmbedConfig(**{**asdict(cfg), "model": str(resolve_model_dir(cfg.model))})
+    """Pin the model path before workers start, so every worker and every rerun loads the same model."""
+    model = default_model_dir() if cfg.model is None else resolve_model_dir(cfg.model)
+    return EmbedConfig(**{**asdict(cfg), "model": str(model)})
 
 
 def _check_manifest(out: Path, cfg: EmbedConfig, files: list[Path]) -> None:

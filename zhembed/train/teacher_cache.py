@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ZhembedError
-from .textio import read_lines
+from ..errors import ZhembedError
+from ..runtime import Encoder
+from ..textio import read_lines
 
 CHUNK = 2048
 
@@ -34,8 +35,6 @@ def _key(teacher: Path, sentences: list[str], max_length: int) -> str:
 def teacher_embeddings(teacher: Path, sentences: list[str], cache_dir: Path, max_length: int = 256,
                        batch_size: int = 32, log=print) -> np.ndarray:
     """[len(sentences), dim] fp16 mean-pooled (unnormalized) teacher vectors; resumes a partial cache."""
-    from .encoder import Encoder
-
     cache = Path(cache_dir) / f"teacher-{_key(teacher, sentences, max_length)}"
     cache.mkdir(parents=True, exist_ok=True)
     state_file, data_file = cache / "state.json", cache / "embeddings.f16"

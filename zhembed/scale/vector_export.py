@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import ZhembedError
+from ..errors import ZhembedError
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://zhembed/points")
 

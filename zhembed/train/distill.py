@@ -6,18 +6,18 @@ Read top to bottom: config, student construction, data, the training loop with c
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ZhembedError
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+from ..errors import ZhembedError
+from ..modeldir import WEIGHTS_FILE, copy_model_files, read_model_config, write_json
+from ..runtime import Encoder
+from .common import (Batches, dev_spearman, load_checkpoint, lr_at, mean_pool, optimizer_step, refuse_to_overwrite,
+                     save_checkpoint, save_model)
+from .teacher_cache import read_corpus, teacher_embeddings
 
 
 @dataclass
@@ -61,16 +61,11 @@ def choose_layers(spec: str, teacher_layers: int, num_layers: int) -> list[int]:
     return layers
 
 
-def copy_model_files(src: Path, dst: Path) -> None:
-    """Everything of a model directory except its weights (tokenizer, configs, sentence-transformers modules)."""
-    shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*WEIGHT_FILES, "*.onnx", "onnx"))
-
-
 def make_student(teacher_dir: Path, layers: list[int], out: Path) -> Path:
     """A copy of the teacher that keeps all embeddings and only the given encoder layers."""
     from safetensors.numpy import load_file, save_file
 
-    state = load_file(str(Path(teacher_dir) / "model.safetensors"))
+    state = load_file(str(Path(teacher_dir) / WEIGHTS_FILE))
     student = {}
     for key, value in state.items():
         if key.startswith("encoder.layer."):
@@ -80,57 +75,11 @@ def make_student(teacher_dir: Path, layers: list[int], out: Path) -> Path:
         else:
             student[key] = value
     copy_model_files(teacher_dir, out)
-    save_file(student, str(out / "model.safetensors"), metadata={"format": "pt"})
-    config = json.loads((out / "config.json").read_text())
+    save_file(student, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    config = read_model_config(out)
     config.update(num_hidden_layers=len(layers), zhembed_teacher_layers=layers)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_json(out / "config.json", config)
     return out
-
-
-def save_model(model, src_dir: Path, out: Path, fp16: bool = True) -> None:
-    """Write a trained BertModel as a sentence-transformers directory (fp16 weights, fp32 compute)."""
-    import torch
-    from safetensors.torch import save_file
-
-    tmp = out.with_name(out.name + ".tmp")
-    copy_model_files(src_dir, tmp)
-    state = {k: v.detach().to(torch.float16 if fp16 else torch.float32).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    config = json.loads((tmp / "config.json").read_text())
-    config["dtype"] = "float32"  # so AutoModel (dtype="auto") computes in fp32 on the CPU
-    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-
-
-def mean_pool(hidden, mask):
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-
-
-class Batches:
-    """Token ids for sentence batches: the student's tokenizer, prompt and padding."""
-
-    def __init__(self, encoder, sentences: list[str], max_length: int):
-        self.encoder, self.ids = encoder, encoder.tokenize(sentences, max_length)
-
-    def tensors(self, rows):
-        import torch
-
-        input_ids, mask = self.encoder.pad([self.ids[i] for i in rows])
-        return torch.from_numpy(input_ids), torch.from_numpy(mask)
-
-
-def optimizer_step(model, opt, loss, lr: float) -> None:
-    """Backward, clip the gradient norm to 1, and step at learning rate `lr`."""
-    import torch
-
-    for group in opt.param_groups:
-        group["lr"] = lr
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50) -> list[np.ndarray]:
@@ -146,17 +95,8 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, pool: int = 5
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def lr_at(step: int, total: int, cfg: DistillConfig) -> float:
-    """Linear warm-up, then linear decay to zero."""
-    warm = max(1, int(cfg.warmup * total))
-    return cfg.lr * (step + 1) / warm if step < warm else cfg.lr * max(0.0, (total - step) / max(1, total - warm))
-
-
 def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
     import torch
-
-    from .encoder import Encoder
-    from .teacher_cache import read_corpus, teacher_embeddings
 
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -164,7 +104,7 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
     work, out = Path(cfg.work_dir), Path(cfg.out)
     work.mkdir(parents=True, exist_ok=True)
     ckpt_file = refuse_to_overwrite(work / "checkpoint.pt", resume)
-    (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    write_json(work / "config.json", asdict(cfg))
 
     # 1. The teacher's view of the corpus (cached), with a held-out dev slice.
     sentences = read_corpus(Path(cfg.corpus), cfg.max_sentences or None)
@@ -216,14 +156,14 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
 def _student_init(cfg: DistillConfig, work: Path, log) -> Path:
     """Prune the teacher's vocabulary (optional) and keep the chosen layers; cached in the work dir."""
     init_dir = work / "student-init"
-    if (init_dir / "model.safetensors").exists():
+    if (init_dir / WEIGHTS_FILE).exists():
         return init_dir
     teacher = Path(cfg.teacher)
-    teacher_layers = json.loads((teacher / "config.json").read_text())["num_hidden_layers"]
+    teacher_layers = read_model_config(teacher)["num_hidden_layers"]
     layers = choose_layers(cfg.layers, teacher_layers, cfg.num_layers)
     source = teacher
     if cfg.prune_vocab:
-        from .prune_vocab import prune_vocab
+        from ..make.prune_vocab import prune_vocab
 
         source = work / "teacher-pruned"
         log(f"pruning the vocabulary: {prune_vocab(teacher, Path(cfg.corpus), source)}")
@@ -266,39 +206,3 @@ def _evaluate(model, encoder, batches, targets, train_n, init_dir, out, best, cf
     return best
 
 
-def dev_spearman(encoder, data: Path) -> str:
-    from .evaluation import PairTask, evaluate_encoder
-
-    tasks = [PairTask.load(data / f"{name}.tsv", name) for name in ("csts_dev", "lcqmc_dev") if (data / f"{name}.tsv").exists()]
-    for t in tasks:  # a fixed 2000-pair slice keeps the periodic check short
-        t.first, t.second, t.labels = t.first[:2000], t.second[:2000], t.labels[:2000]
-    scores = evaluate_encoder(encoder, tasks, batch_size=64, show_progress=False)
-    return " ".join(f"{name} {s['cosine']:.2f}" for name, s in scores.items())
-
-
-def refuse_to_overwrite(ckpt_file: Path, resume: bool) -> Path:
-    """A run never silently restarts over another run's checkpoint."""
-    if ckpt_file.exists() and not resume:
-        raise ZhembedError(f"{ckpt_file} exists: pass --resume to continue it, or choose another --work-dir")
-    return ckpt_file
-
-
-def load_checkpoint(path: Path, model, opt) -> dict:
-    """Restore model, optimizer and RNG state; returns the checkpoint (step, best)."""
-    import torch
-
-    ckpt = torch.load(path, weights_only=False)
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    torch.set_rng_state(ckpt["torch_rng"])
-    return ckpt
-
-
-def save_checkpoint(path: Path, model, opt, step: int, best: float) -> None:
-    """Atomic: a kill during the write leaves the previous checkpoint intact."""
-    import torch
-
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
-                "torch_rng": torch.get_rng_state()}, tmp)
-    os.replace(tmp, path)

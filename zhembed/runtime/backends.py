@@ -1,7 +1,7 @@
 """Model backends: given padded token ids and an attention mask, return the last hidden states.
 
 Pooling, normalization, batching and tokenization live in the Encoder, so every backend is only the
-transformer forward pass.
+transformer forward pass. ONNX (onnxruntime) is the runtime's own engine; torch needs the [train] extra.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import ZhembedError
+from ..errors import ZhembedError, require
 
 
 class Backend(Protocol):
@@ -32,6 +32,7 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model_dir: Path, num_threads: int | None = None):
+        require("train", "the torch backend", ("torch", "transformers"))
         import torch
         from transformers import AutoModel
         from transformers.utils import logging

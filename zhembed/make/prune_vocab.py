@@ -9,16 +9,15 @@ only kept pieces is segmented exactly as before.
 from __future__ import annotations
 
 import json
-import shutil
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ZhembedError
-from .st_format import read_sentence_config
-from .textio import read_lines
+from ..errors import ZhembedError
+from ..modeldir import WEIGHTS_FILE, copy_model_files, read_sentence_config, write_json
+from ..textio import read_lines
 
 METASPACE = "\u2581"
 CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FFFF))
@@ -89,12 +88,12 @@ def prune_vocab(model_dir: Path, corpus: Path, out: Path) -> PruneReport:
     keep = kept_ids(tok_json, used_piece_ids(Tokenizer.from_file(str(tok_file)), texts))
     pieces_before = len(tok_json["model"]["vocab"])
 
-    state = load_file(str(model_dir / "model.safetensors"))
+    state = load_file(str(model_dir / WEIGHTS_FILE))
     key = next(k for k in state if k.endswith("word_embeddings.weight"))
     before = sum(v.size for k, v in state.items() if not k.startswith("pooler."))
     state[key] = np.ascontiguousarray(state[key][keep])
-    shutil.copytree(model_dir, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model.safetensors", "*.onnx"))
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    copy_model_files(model_dir, out)
+    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     (out / "tokenizer.json").write_text(json.dumps(_remap_tokenizer(tok_json, keep), ensure_ascii=False), encoding="utf-8")
     _remap_config(out / "config.json", keep)
     after = sum(v.size for k, v in state.items() if not k.startswith("pooler."))
@@ -108,4 +107,4 @@ def _remap_config(config_file: Path, keep: list[int]) -> None:
     for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
         if config.get(key) is not None:
             config[key] = new_id[config[key]]
-    config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    write_json(config_file, config)

@@ -7,17 +7,14 @@ optimizer; int8 is onnxruntime's dynamic quantization (weights int8, activations
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
+import os
 import warnings
 from pathlib import Path
 
-from .errors import ZhembedError
-
-ONNX_DIR = "onnx"
-FP32_FILE = "model.onnx"
-INT8_FILE = "model_qint8.onnx"
+from ..errors import ZhembedError, require
+from ..modeldir import FP32_FILE, INT8_FILE, ONNX_DIR, copy_model_files, read_model_config
+from ..runtime.tokenizer import load_tokenizer
 
 
 def _export_fp32(model_dir: Path, path: Path) -> None:
@@ -74,23 +71,20 @@ def export_onnx(model_dir: Path, out: Path | None = None, quantize: str | None =
     model_dir = Path(model_dir)
     if quantize not in (None, "int8"):
         raise ZhembedError(f"--quantize must be int8 (or omitted), got {quantize!r}")
+    require("train", "zhembed export", ("torch", "transformers", "onnx"))
     out = Path(out) if out else model_dir
     if out != model_dir:
-        from .distill import copy_model_files
-
         copy_model_files(model_dir, out)
     if not (out / "tokenizer.json").exists():  # the ONNX runtime reads tokenizer.json only (no transformers)
-        from .encoder import load_tokenizer
-
         load_tokenizer(model_dir).save(str(out / "tokenizer.json"))
     onnx_dir = out / ONNX_DIR
     onnx_dir.mkdir(parents=True, exist_ok=True)
-    config = json.loads((model_dir / "config.json").read_text())
-    tmp = onnx_dir / (FP32_FILE + ".tmp")
-    _export_fp32(model_dir, tmp)
+    fp32_tmp, int8_tmp = onnx_dir / (FP32_FILE + ".tmp"), onnx_dir / (INT8_FILE + ".tmp")
+    _export_fp32(model_dir, fp32_tmp)
     if fuse:
-        _fuse(tmp, config)
-    if quantize:
-        _quantize(tmp, onnx_dir / INT8_FILE)
-    shutil.move(tmp, onnx_dir / FP32_FILE)
+        _fuse(fp32_tmp, read_model_config(model_dir))
+    if quantize:  # both files appear only when complete: a killed export never leaves a half file to load
+        _quantize(fp32_tmp, int8_tmp)
+        os.replace(int8_tmp, onnx_dir / INT8_FILE)
+    os.replace(fp32_tmp, onnx_dir / FP32_FILE)
     return onnx_dir / (INT8_FILE if quantize else FP32_FILE)

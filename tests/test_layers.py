@@ -1,0 +1,99 @@
+"""The package's layers: imports go one way only (every import counts, also those inside functions), and
+no module imports one that imports it back."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "zhembed"
+
+BASE = {"errors", "textio", "modeldir"}
+# Each part of zhembed, and the parts it may import. The runtime knows nothing of making, training, serving,
+# searching or scaling out; making builds on the runtime; training on making and evaluation; the CLI on all.
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "textio": {"errors"},
+    "modeldir": {"errors"},
+    "runtime": BASE,
+    "eval": BASE | {"runtime"},
+    "search": BASE | {"runtime"},
+    "serve": BASE | {"runtime", "search"},
+    "scale": BASE | {"runtime"},
+    "make": BASE | {"runtime"},
+    "train": BASE | {"runtime", "make", "eval"},
+    "cli": BASE | {"runtime", "eval", "search", "serve", "scale", "make", "train"},
+    "__init__": {"errors", "runtime", "search"},
+    "__main__": {"cli"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every zhembed module that `path` imports, resolved from relative and absolute imports."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            found |= {f"{module}.{alias.name}" for alias in node.names} | {module}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    return {m for m in found if m in modules and m != name}
+
+
+def part(module: str) -> str:
+    """The layer a module belongs to: zhembed.runtime.encoder -> runtime; zhembed -> __init__."""
+    pieces = module.split(".")
+    return pieces[1] if len(pieces) > 1 else "__init__"
+
+
+GRAPH = {module_name(p): imported_modules(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_imports_go_one_way(module):
+    layer = part(module)
+    assert layer in ALLOWED, f"{module}: a new part of zhembed; give it a place in ALLOWED"
+    wrong = sorted(m for m in GRAPH[module] if part(m) != layer and part(m) not in ALLOWED[layer])
+    assert not wrong, f"{module} ({layer}) must not import {wrong}"
+
+
+def test_no_import_cycles():
+    def cycle_from(start: str) -> list[str] | None:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in GRAPH[node]:
+                if nxt == start:
+                    return path + [start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+    # A package __init__ that re-exports its own modules is not a cycle with them, as for Python itself.
+    cycles = [c for m in GRAPH if (c := cycle_from(m)) and not all(x == c[0] or x.startswith(c[0] + ".") for x in c)]
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_the_runtime_needs_only_the_core_install():
+    third_party = set()
+    for path in (PACKAGE / "runtime").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                third_party |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                third_party.add((node.module or "").split(".")[0])
+    # torch and transformers only behind require("train", ...): the torch backend and vocab.txt tokenizers
+    assert third_party - {"__future__", "collections", "json", "os", "pathlib", "sys", "threading", "typing"} == {
+        "numpy", "onnxruntime", "tokenizers", "tqdm", "torch", "transformers"}

@@ -1,0 +1,45 @@
+"""What every command shares: the Typer app, common options, and loading an encoder or a user's file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import require
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Small, fast Chinese sentence embeddings.")
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model directory (default: the shipped model).")]
+BatchOpt = Annotated[int, typer.Option(help="Sentences per batch.")]
+MaxLenOpt = Annotated[int, typer.Option(help="Truncate inputs to this many tokens.")]
+BackendOpt = Annotated[str, typer.Option(help="auto (ONNX when exported, as the default model is), onnx or "
+                                              "torch (the [train] extra).")]
+TextFieldOpt = Annotated[Optional[str], typer.Option(help="JSONL/Parquet field or TSV column with the text (default: text).")]
+SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip bad lines (counted) instead of stopping at the first.")]
+
+
+def load_encoder(model: str | None, backend: str = "auto"):
+    """The encoder of a model directory (None: the default model)."""
+    from ..runtime import Encoder
+
+    return Encoder.load(model, backend=backend)
+
+
+def read_user_records(path: Path, text_field: str | None, id_field: str | None = None, skip_bad: bool = False):
+    """The texts of a user's file; skipped lines are reported on stderr."""
+    from ..textio import read_records
+
+    records = read_records(path, text_field, id_field, skip_bad)
+    for message in records.skipped[:5]:
+        typer.echo(f"zhembed: skipped {message}", err=True)
+    if records.skipped:
+        typer.echo(f"zhembed: skipped {len(records.skipped)} bad lines of {records.total}", err=True)
+    return records
+
+
+def needs(extra: str, what: str) -> None:
+    """Stop with one line naming the pip extra when `what` cannot run in this installation."""
+    require(extra, what)

@@ -1,0 +1,52 @@
+"""Encoding commands: encode, similarity, info (the core install)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import ZhembedError
+from .common import BackendOpt, BatchOpt, MaxLenOpt, ModelOpt, SkipBadOpt, TextFieldOpt, app, load_encoder, read_user_records
+
+
+@app.command()
+def encode(texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to encode.")] = None,
+           input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Text (one per line), JSONL, TSV or Parquet.")] = None,
+           text_field: TextFieldOpt = None, skip_bad: SkipBadOpt = False,
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", help=".npy or .jsonl (default: JSONL on stdout).")] = None,
+           model: ModelOpt = None, backend: BackendOpt = "auto", batch_size: BatchOpt = 32, max_length: MaxLenOpt = 256):
+    """Encode texts given as arguments or in a file."""
+    from ..textio import write_vectors
+
+    if bool(texts) == bool(input):
+        raise ZhembedError("give texts as arguments or --input FILE (exactly one of them)")
+    items = read_user_records(input, text_field, skip_bad=skip_bad).texts if input else list(texts)
+    vectors = load_encoder(model, backend).encode(items, batch_size=batch_size, max_length=max_length, show_progress=bool(input))
+    if output:
+        write_vectors(output, items, vectors)
+        typer.echo(f"wrote {len(items)} vectors of dimension {vectors.shape[1]} to {output}", err=True)
+    else:
+        for text, vec in zip(items, vectors):
+            typer.echo(json.dumps({"text": text, "embedding": [round(float(x), 6) for x in vec]}, ensure_ascii=False))
+
+
+@app.command()
+def similarity(source: Annotated[str, typer.Argument(help="The sentence to compare against.")],
+               targets: Annotated[list[str], typer.Argument(help="One or more sentences.")],
+               model: ModelOpt = None, backend: BackendOpt = "auto"):
+    """Cosine similarity of SOURCE with each TARGET, one line each."""
+    for target, score in zip(targets, load_encoder(model, backend).similarity(source, targets)):
+        typer.echo(f"{score:.4f}\t{target}")
+
+
+@app.command()
+def info(model: Annotated[Optional[str], typer.Argument(help="Model directory (default: the shipped model).")] = None):
+    """Describe a model directory: layers, sizes, parameters, prompt."""
+    from ..modeldir import model_info, resolve_model_dir
+    from ..runtime import default_model_dir
+
+    for key, value in model_info(default_model_dir() if model is None else resolve_model_dir(model)).items():
+        typer.echo(f"{key}: {value!r}" if key == "prompt" else f"{key}: {value}")

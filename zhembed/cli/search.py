@@ -1,0 +1,110 @@
+"""Search commands: index build/add, search, cluster (the [search] extra)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import ZhembedError
+from .common import (BackendOpt, BatchOpt, MaxLenOpt, ModelOpt, SkipBadOpt, TextFieldOpt, app, load_encoder, needs,
+                     read_user_records)
+
+index_app = typer.Typer(no_args_is_help=True, help="Build and extend a semantic search index over a corpus.",
+                        callback=lambda: needs("search", "zhembed index"))
+app.add_typer(index_app, name="index")
+AnnOpt = Annotated[str, typer.Option(help="auto (exact below 20,000 texts, else HNSW), exact or hnsw.")]
+IdFieldOpt = Annotated[Optional[str], typer.Option(help="Field or column with each text's id (default: its position).")]
+
+
+def _index_from(input: Path, out: Path, append: bool, model, backend, text_field, id_field, skip_bad, ann,
+                batch_size, max_length) -> None:
+    import time
+
+    from ..search.index import build_index, read_meta
+    from ..search.index import load_encoder as index_encoder
+
+    records = read_user_records(input, text_field, id_field, skip_bad)
+    if append:  # the index's own model and backend
+        meta = read_meta(out)
+        model, encoder = meta["model"], index_encoder(meta["model"], meta["backend"])
+    else:
+        encoder = load_encoder(model, backend)
+        model = str(encoder.path) if model else None  # None: the default model, whichever backend runs it
+    start = time.perf_counter()
+    index = build_index(records, out, encoder, model, str(input), ann, batch_size, max_length, append)
+    seconds = time.perf_counter() - start
+    typer.echo(f"{out}: {len(index)} texts ({len(records.texts)} new, {len(records.texts) / seconds:.0f} texts/s), "
+               f"{index.meta['faiss_index']}", err=True)
+
+
+@index_app.command("build")
+def index_build(input: Annotated[Path, typer.Option("--input", "-i", help="Text (one per line), JSONL, TSV or Parquet.")],
+                out: Annotated[Path, typer.Option(help="Index directory to create.")],
+                model: ModelOpt = None, backend: BackendOpt = "auto", text_field: TextFieldOpt = None,
+                id_field: IdFieldOpt = None, skip_bad: SkipBadOpt = False, ann: AnnOpt = "auto",
+                batch_size: BatchOpt = 64, max_length: MaxLenOpt = 128):
+    """Embed a corpus into a new index; rerun the same command to resume a killed build."""
+    _index_from(input, out, False, model, backend, text_field, id_field, skip_bad, ann, batch_size, max_length)
+
+
+@index_app.command("add")
+def index_add(index: Annotated[Path, typer.Argument(help="An index directory.")],
+              input: Annotated[Path, typer.Option("--input", "-i", help="Text (one per line), JSONL, TSV or Parquet.")],
+              text_field: TextFieldOpt = None, id_field: IdFieldOpt = None, skip_bad: SkipBadOpt = False,
+              batch_size: BatchOpt = 64):
+    """Append a file's texts to an index, with the model it was built with."""
+    _index_from(input, index, True, None, None, text_field, id_field, skip_bad, "auto", batch_size, 0)
+
+
+@app.command()
+def search(index: Annotated[Path, typer.Argument(help="An index directory.")],
+           queries: Annotated[list[str], typer.Argument(help="One or more queries.")],
+           k: Annotated[int, typer.Option("-k", help="Hits per query.")] = 10,
+           as_json: Annotated[bool, typer.Option("--json", help="One JSON line per query.")] = False):
+    """The nearest texts of an index for each query."""
+    from dataclasses import asdict
+
+    needs("search", "zhembed search")
+    from ..search import Index
+
+    for query, hits in zip(queries, Index.load(index).search(queries, k)):
+        if as_json:
+            typer.echo(json.dumps({"query": query, "hits": [asdict(h) for h in hits]}, ensure_ascii=False))
+            continue
+        typer.echo(f"# {query}")
+        for rank, hit in enumerate(hits, 1):
+            typer.echo(f"{rank}\t{hit.score:.4f}\t{hit.id}\t{hit.text}")
+
+
+@app.command()
+def cluster(input: Annotated[Path, typer.Option("--input", "-i", help="Text (one per line), JSONL, TSV or Parquet.")],
+            out: Annotated[Path, typer.Option(help="One cluster id per input line (-1: a skipped line).")],
+            k: Annotated[Optional[int], typer.Option("-k", help="k-means with this many clusters.")] = None,
+            threshold: Annotated[Optional[float], typer.Option(help="Cosine threshold for near-paraphrase communities.")] = None,
+            summary: Annotated[Optional[Path], typer.Option(help="Cluster summary JSON (default: OUT + .summary.json).")] = None,
+            top: Annotated[int, typer.Option(help="Central sentences per cluster in the summary.")] = 3,
+            model: ModelOpt = None, backend: BackendOpt = "auto", text_field: TextFieldOpt = None,
+            skip_bad: SkipBadOpt = False, batch_size: BatchOpt = 64, max_length: MaxLenOpt = 128, seed: int = 42):
+    """Cluster a corpus by meaning: k-means (-k N) or threshold communities (--threshold T)."""
+    import numpy as np
+
+    needs("search", "zhembed cluster")
+    from ..search import cluster as cl
+
+    if (k is None) == (threshold is None):
+        raise ZhembedError("give -k N (k-means) or --threshold T (near-paraphrase communities), exactly one")
+    records = read_user_records(input, text_field, skip_bad=skip_bad)
+    vectors = load_encoder(model, backend).encode(records.texts, batch_size=batch_size, max_length=max_length)
+    labels = cl.kmeans(vectors, k, seed) if k is not None else cl.communities(vectors, threshold)
+    per_line = np.full(records.total, -1, dtype=np.int64)
+    per_line[records.rows] = labels
+    out.write_text("".join(f"{x}\n" for x in per_line), encoding="utf-8")
+    groups = cl.summarize(vectors, labels, records.texts, top)
+    summary = summary or out.with_name(out.name + ".summary.json")
+    summary.write_text(json.dumps(groups, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    typer.echo(f"{len(groups)} clusters of {len(records.texts)} texts; labels in {out}, summary in {summary}", err=True)
+    for group in groups[:10]:
+        typer.echo(f"{group['cluster']}\t{group['size']}\t" + " | ".join(group["central"]))

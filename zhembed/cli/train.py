@@ -1,0 +1,68 @@
+"""Training commands: distill and finetune (the [train] extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import ZhembedError
+from ..modeldir import resolve_model_dir
+from .common import BatchOpt, MaxLenOpt, app, needs
+
+
+@app.command()
+def distill(teacher: Annotated[Optional[str], typer.Option(help="Teacher directory (default: the imported e5).")] = None,
+            out: Annotated[Path, typer.Option(help="Where to write the student.")] = Path("runs/student"),
+            corpus: Annotated[Optional[Path], typer.Option(help="Unlabeled sentences, one per line.")] = None,
+            layers: Annotated[str, typer.Option(help="'auto' or 0-based teacher layers, e.g. 1,4,7,10.")] = "auto",
+            num_layers: Annotated[int, typer.Option(help="Student layers with --layers auto.")] = 4,
+            prune_vocab: Annotated[bool, typer.Option(help="Prune the vocabulary to the corpus first.")] = True,
+            epochs: int = 1, batch_size: BatchOpt = 64, lr: float = 2e-4, max_length: MaxLenOpt = 256,
+            cos_weight: Annotated[float, typer.Option(help="Weight of an extra (1 - cosine) loss term.")] = 0.0,
+            max_sentences: Annotated[int, typer.Option(help="Use the first N sentences of the seeded shuffle (0: all).")] = 0,
+            seed: int = 42,
+            work_dir: Annotated[Path, typer.Option(help="Checkpoints and caches (git-ignored).")] = Path("runs/distill"),
+            eval_data: Annotated[Optional[Path], typer.Option(help="Folder with csts_dev/lcqmc_dev for dev checks.")] = None,
+            checkpoint_every: int = 200, eval_every: int = 500,
+            resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
+    """Distil a small student from a teacher (MSE on sentence embeddings), with checkpoints and resume."""
+    needs("train", "zhembed distill")
+    from ..make.import_e5 import teacher_dir
+    from ..train.distill import DistillConfig
+    from ..train.distill import distill as run
+
+    if corpus is None:
+        raise ZhembedError("--corpus FILE is required (unlabeled sentences, one per line)")
+    cfg = DistillConfig(teacher=str(resolve_model_dir(teacher) if teacher else teacher_dir()), out=str(out),
+                        corpus=str(corpus), layers=layers, num_layers=num_layers, prune_vocab=prune_vocab,
+                        epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, cos_weight=cos_weight,
+                        max_sentences=max_sentences, seed=seed, work_dir=str(work_dir),
+                        eval_data=str(eval_data or ""), checkpoint_every=checkpoint_every, eval_every=eval_every)
+    run(cfg, resume=resume, log=lambda msg: typer.echo(msg, err=True))
+
+
+@app.command()
+def finetune(model: Annotated[str, typer.Option(help="The model to fine-tune (e.g. a distilled student).")],
+             train: Annotated[str, typer.Option(help="Comma-separated TSV files: sentence1, sentence2, label.")],
+             out: Annotated[Path, typer.Option(help="Where to write the fine-tuned model.")],
+             eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation splits: contamination guard and dev checks.")] = None,
+             allow_overlap: Annotated[bool, typer.Option("--allow-overlap", help="Train on pairs that share a sentence with an evaluation split.")] = False,
+             teacher: Annotated[Optional[str], typer.Option(help="Teacher for the distillation regulariser.")] = None,
+             distill_weight: Annotated[float, typer.Option(help="Weight of the MSE towards the teacher (0: off).")] = 0.0,
+             epochs: float = 1.0, batch_size: BatchOpt = 32, lr: float = 5e-5, max_length: MaxLenOpt = 64, seed: int = 42,
+             work_dir: Annotated[Path, typer.Option(help="Checkpoints (git-ignored).")] = Path("runs/finetune"),
+             checkpoint_every: int = 200, eval_every: int = 500,
+             resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
+    """Fine-tune on labelled pairs: CoSENT for scores and labels, in-batch ranking for NLI triples."""
+    needs("train", "zhembed finetune")
+    from ..train.finetune import FinetuneConfig
+    from ..train.finetune import finetune as run
+
+    cfg = FinetuneConfig(model=str(model), train=[t for t in train.split(",") if t], out=str(out),
+                         eval_data=str(eval_data or ""), allow_overlap=allow_overlap, teacher=teacher or "",
+                         distill_weight=distill_weight, epochs=epochs, batch_size=batch_size, lr=lr,
+                         max_length=max_length, seed=seed, work_dir=str(work_dir),
+                         checkpoint_every=checkpoint_every, eval_every=eval_every)
+    run(cfg, resume=resume, log=lambda msg: typer.echo(msg, err=True))

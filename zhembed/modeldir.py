@@ -1,0 +1,174 @@
+"""The model directory: the one interface every zhembed model speaks, and the one module that knows it.
+
+A model directory is a sentence-transformers directory: a transformers model (config.json,
+model.safetensors, tokenizer.json) plus modules.json, 1_Pooling/config.json, 2_Normalize/,
+sentence_bert_config.json and config_sentence_transformers.json, so `SentenceTransformer(dir)` and
+`AutoModel` load it as is. Its ONNX exports live in onnx/ (model.onnx, model_qint8.onnx), the layout
+sentence-transformers' ONNX backend and fastembed read too. Reading and writing this layout, copying a
+directory, and facts about it (parameters, size) live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ZhembedError
+
+ONNX_DIR = "onnx"
+FP32_FILE = "model.onnx"
+INT8_FILE = "model_qint8.onnx"
+WEIGHTS_FILE = "model.safetensors"
+WEIGHT_FILES = (WEIGHTS_FILE, "pytorch_model.bin")
+
+POOLING_KEYS = {
+    "mean": "pooling_mode_mean_tokens",
+    "cls": "pooling_mode_cls_token",
+    "max": "pooling_mode_max_tokens",
+    "lasttoken": "pooling_mode_lasttoken",
+}
+
+
+@dataclass
+class SentenceConfig:
+    """What zhembed needs from the sentence-transformers files of a directory."""
+
+    pooling: str = "mean"
+    normalize: bool = True
+    prompt: str = ""
+    max_seq_length: int = 256
+    dim: int | None = None
+
+
+def write_json(path: Path, obj: dict | list) -> None:
+    """Pretty UTF-8 JSON, written to a temporary file and renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_sentence_config(out: Path, dim: int, cfg: SentenceConfig, prompts: dict[str, str] | None = None) -> None:
+    """Write the sentence-transformers module files beside a saved transformers model."""
+    out = Path(out)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if cfg.normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (out / "2_Normalize").mkdir(parents=True, exist_ok=True)
+    write_json(out / "modules.json", modules)
+    pooling = {key: cfg.pooling == mode for mode, key in POOLING_KEYS.items()}
+    write_json(out / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": dim, **pooling,
+        "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False, "include_prompt": True,
+    })
+    write_json(out / "sentence_bert_config.json", {"max_seq_length": cfg.max_seq_length, "do_lower_case": False})
+    prompts = dict(prompts or ({"query": cfg.prompt} if cfg.prompt else {}))
+    default = next((name for name, text in prompts.items() if text == cfg.prompt and cfg.prompt), None)
+    write_json(out / "config_sentence_transformers.json", {
+        "prompts": prompts, "default_prompt_name": default, "similarity_fn_name": "cosine",
+    })
+
+
+def read_json(path: Path) -> dict | list:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ZhembedError(f"cannot read {path}: {e}") from None
+
+
+def read_sentence_config(model_dir: Path) -> SentenceConfig:
+    """Read pooling, default prompt and max length; a plain BERT directory gets mean pooling."""
+    model_dir = Path(model_dir)
+    cfg = SentenceConfig()
+    modules_file = model_dir / "modules.json"
+    if modules_file.exists():
+        for module in read_json(modules_file):
+            if module.get("type", "").rsplit(".", 1)[-1] == "Pooling":
+                pool = read_json(model_dir / module["path"] / "config.json")
+                cfg.dim = pool.get("word_embedding_dimension")
+                modes = [mode for mode, key in POOLING_KEYS.items() if pool.get(key)]
+                cfg.pooling = modes[0] if modes else "mean"
+    sbert = model_dir / "sentence_bert_config.json"
+    if sbert.exists():
+        cfg.max_seq_length = int(read_json(sbert).get("max_seq_length") or cfg.max_seq_length)
+    st_file = model_dir / "config_sentence_transformers.json"
+    if st_file.exists():
+        st = read_json(st_file)
+        cfg.prompt = (st.get("prompts") or {}).get(st.get("default_prompt_name") or "", "")
+    return cfg
+
+
+def read_model_config(model_dir: Path) -> dict:
+    """config.json of a model directory."""
+    return read_json(Path(model_dir) / "config.json")
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """The absolute directory of `path`, or a clear error if it is no model directory."""
+    model_dir = Path(path).expanduser().resolve()
+    if not model_dir.is_dir():
+        raise ZhembedError(f"model directory not found: {path}")
+    if not (model_dir / "config.json").exists():
+        raise ZhembedError(f"{model_dir} is not a model directory: it has no config.json")
+    return model_dir
+
+
+def find_onnx(model_dir: Path, onnx_file: str | None = None) -> Path | None:
+    """The ONNX file to run: `onnx_file` (relative to the directory or absolute), else int8, else fp32."""
+    if onnx_file:
+        path = model_dir / onnx_file
+        if not path.exists():
+            raise ZhembedError(f"ONNX file not found: {path}")
+        return path
+    return next((p for p in (model_dir / ONNX_DIR / INT8_FILE, model_dir / ONNX_DIR / FP32_FILE) if p.exists()), None)
+
+
+def copy_model_files(src: Path, dst: Path) -> None:
+    """Everything of a model directory except its weights and exports (tokenizer, configs, modules)."""
+    shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*WEIGHT_FILES, "*.onnx", ONNX_DIR, "*.tmp"))
+
+
+def size_on_disk(path: Path) -> int:
+    """Bytes of every file under `path`."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def count_parameters(model_dir: Path) -> int:
+    """Parameters stored in model.safetensors (the unused pooler excluded), read from the file's header."""
+    path = Path(model_dir) / WEIGHTS_FILE
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+    except (OSError, struct.error, ValueError) as e:
+        raise ZhembedError(f"cannot read the tensor header of {path}: {e}") from None
+    total = 0
+    for name, tensor in header.items():
+        if name != "__metadata__" and not name.startswith("pooler."):
+            n = 1
+            for d in tensor["shape"]:
+                n *= d
+            total += n
+    return total
+
+
+def model_info(model_dir: Path) -> dict:
+    """path, layers, hidden size, vocabulary, parameters, size on disk, prompt and ONNX files."""
+    config = read_model_config(model_dir)
+    return {
+        "path": str(Path(model_dir).resolve()),
+        "layers": config.get("num_hidden_layers"),
+        "hidden_size": config.get("hidden_size"),
+        "vocab_size": config.get("vocab_size"),
+        "parameters": count_parameters(model_dir),
+        "size_on_disk_mb": round(size_on_disk(model_dir) / 2**20, 1),
+        "prompt": read_sentence_config(model_dir).prompt,
+        "onnx": sorted(p.name for p in (Path(model_dir) / ONNX_DIR).glob("*.onnx")),
+    }

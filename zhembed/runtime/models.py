@@ -1,0 +1,28 @@
+"""Where models live: the default model shipped inside the package, and zhembed's home folder.
+
+The runtime only finds models; it never builds one. The shipped directory carries its int8 ONNX export,
+made by scripts/build_default_model.sh, so the first `Encoder.load()` runs at once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ZhembedError
+from ..modeldir import INT8_FILE, ONNX_DIR, WEIGHTS_FILE
+
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "zhembed-small-zh"
+
+
+def zhembed_home() -> Path:
+    """$ZHEMBED_HOME, or ~/.cache/zhembed: where zhembed writes what it converts (e.g. the imported teacher)."""
+    return Path(os.environ.get("ZHEMBED_HOME") or Path.home() / ".cache" / "zhembed").expanduser()
+
+
+def default_model_dir() -> Path:
+    """The shipped 4-layer model, or a clear error when this installation lacks it."""
+    if (SHIPPED_MODEL / ONNX_DIR / INT8_FILE).exists() or (SHIPPED_MODEL / WEIGHTS_FILE).exists():
+        return SHIPPED_MODEL
+    raise ZhembedError(f"this zhembed installation has no default model at {SHIPPED_MODEL}; "
+                       "pass a model directory (--model DIR, or Encoder.load(DIR))")

@@ -1,0 +1,76 @@
+"""Tokenization for the runtime: tokenizer.json through `tokenizers`, one configured copy per max_length.
+
+`tokenizers.Tokenizer` keeps truncation as mutable state, so one shared tokenizer re-configured per call
+lets two threads encoding at different lengths truncate each other's texts. Each length gets its own copy,
+configured once and never changed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from ..errors import ZhembedError, require
+
+
+def load_tokenizer(model_dir: Path):
+    """tokenizer.json through `tokenizers`; a WordPiece vocab.txt directory through transformers."""
+    from tokenizers import Tokenizer
+
+    if (model_dir / "tokenizer.json").exists():
+        try:
+            return Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        except Exception as e:
+            raise ZhembedError(f"cannot read {model_dir / 'tokenizer.json'}: {e}") from None
+    if (model_dir / "vocab.txt").exists():
+        require("train", f"{model_dir} (a vocab.txt tokenizer without tokenizer.json)", ("transformers",))
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(model_dir)).backend_tokenizer
+    raise ZhembedError(f"{model_dir} has no tokenizer (neither tokenizer.json nor vocab.txt)")
+
+
+def pad_token_id(model_dir: Path, tokenizer) -> int:
+    """The padding id named by tokenizer_config.json or config.json; 0 if neither names one."""
+    for name, key in (("tokenizer_config.json", "pad_token"), ("config.json", "pad_token_id")):
+        try:
+            value = json.loads((model_dir / name).read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, dict):
+            value = value.get("content")
+        if isinstance(value, str) and tokenizer.token_to_id(value) is not None:
+            return tokenizer.token_to_id(value)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+class TruncatingTokenizer:
+    """Token ids of texts cut to a length, safe to call from many threads at many lengths."""
+
+    def __init__(self, tokenizer, max_positions: int):
+        self.base, self.max_positions = tokenizer, max_positions
+        self._json = tokenizer.to_str()
+        self._by_length: dict[int, object] = {}
+        self._lock = threading.Lock()
+
+    def _for_length(self, max_length: int):
+        configured = self._by_length.get(max_length)
+        if configured is None:
+            with self._lock:
+                configured = self._by_length.get(max_length)
+                if configured is None:
+                    configured = type(self.base).from_str(self._json)
+                    configured.no_padding()
+                    configured.enable_truncation(max_length)
+                    self._by_length[max_length] = configured
+        return configured
+
+    def __call__(self, texts: list[str], max_length: int) -> list[list[int]]:
+        """Ids of each text, truncated to max_length (and to the model's position limit)."""
+        if max_length < 2:
+            raise ZhembedError(f"max_length must be at least 2, got {max_length}")
+        encodings = self._for_length(min(max_length, self.max_positions)).encode_batch(texts)
+        return [e.ids for e in encodings]

@@ -1,0 +1,1 @@
+"""Training: distillation from a teacher and fine-tuning on labelled pairs (needs the [train] extra)."""
