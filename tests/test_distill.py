@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,3 +90,63 @@ def test_kill_and_resume_gives_the_same_model(tmp_path):
     for key in a:
         np.testing.assert_allclose(a[key], b[key], atol=1e-3, err_msg=key)
     assert Encoder.load(resumed).encode(["你好"]).shape == (1, 32)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    teacher = make_tiny_bert(tmp_path / "teacher", layers=2)
+
+    def killer(message: str) -> None:
+        if message.startswith("step 3/"):
+            raise KeyboardInterrupt
+    cfg = _config(tmp_path / "run", teacher)
+    with pytest.raises(KeyboardInterrupt):
+        distill(cfg, log=killer)
+    cfg.epochs, cfg.lr = 5, 2e-3
+    with pytest.raises(ZhembedError, match=r"other settings \(epochs: 2 -> 5, lr: 0.001 -> 0.002\)"):
+        distill(cfg, resume=True, log=lambda m: None)
+
+
+def test_a_stale_student_init_with_other_layers_is_rebuilt(tmp_path):
+    teacher = make_tiny_bert(tmp_path / "teacher", layers=2)
+    cfg = _config(tmp_path / "run", teacher)
+    cfg.layers, cfg.epochs = "0,1", 1
+    distill(cfg, log=lambda m: None)
+    cfg.layers = "1"  # same work dir, other layers: the cached student-init must not be reused
+    cfg.out = str(tmp_path / "run" / "student-1")
+    (Path(cfg.work_dir) / "checkpoint.pt").unlink()
+    messages = []
+    student = distill(cfg, log=messages.append)
+    assert json.loads((student / "config.json").read_text())["num_hidden_layers"] == 1
+    assert any("keeps other teacher layers" in m for m in messages)
+
+
+def test_out_folders_that_zhembed_did_not_write_are_never_replaced(tmp_path):
+    teacher = make_tiny_bert(tmp_path / "teacher", layers=2)
+    cfg = _config(tmp_path / "run", teacher)
+    cfg.epochs = 1
+    out = Path(cfg.out)
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ZhembedError, match="was not written by a zhembed run"):
+        distill(cfg, log=lambda m: None)
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    distill(cfg, log=lambda m: None)  # empty: fine; and a rerun over its own output is fine too
+    (Path(cfg.work_dir) / "checkpoint.pt").unlink()
+    distill(cfg, log=lambda m: None)
+    assert json.loads((out / "zhembed_run.json").read_text())["command"] == "distill"
+
+
+def test_checkpoints_never_run_code_from_the_file(tmp_path):
+    import torch
+
+    from zhembed.train.common import load_checkpoint
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    torch.save({"model": {}, "step": 1, "evil": Payload()}, tmp_path / "checkpoint.pt")
+    with pytest.raises(ZhembedError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "checkpoint.pt", None, None, {})
+    assert not (tmp_path / "pwned").exists()

@@ -11,11 +11,13 @@ from ..errors import ZhembedError
 from ..modeldir import resolve_model_dir
 from .common import BatchOpt, MaxLenOpt, app, needs
 
+ThreadsOpt = Annotated[int, typer.Option(help="CPU threads for training and the teacher (0: all cores).")]
+
 
 @app.command()
 def distill(teacher: Annotated[Optional[str], typer.Option(help="Teacher directory (default: the imported e5).")] = None,
             out: Annotated[Path, typer.Option(help="Where to write the student.")] = Path("runs/student"),
-            corpus: Annotated[Optional[Path], typer.Option(help="Unlabeled sentences, one per line.")] = None,
+            corpus: Annotated[Optional[str], typer.Option(help="Unlabeled sentences, one per line (several files: a,b).")] = None,
             layers: Annotated[str, typer.Option(help="'auto' or 0-based teacher layers, e.g. 1,4,7,10.")] = "auto",
             num_layers: Annotated[int, typer.Option(help="Student layers with --layers auto.")] = 4,
             prune_vocab: Annotated[bool, typer.Option(help="Prune the vocabulary to the corpus first.")] = True,
@@ -25,7 +27,7 @@ def distill(teacher: Annotated[Optional[str], typer.Option(help="Teacher directo
             seed: int = 42,
             work_dir: Annotated[Path, typer.Option(help="Checkpoints and caches (git-ignored).")] = Path("runs/distill"),
             eval_data: Annotated[Optional[Path], typer.Option(help="Folder with csts_dev/lcqmc_dev for dev checks.")] = None,
-            checkpoint_every: int = 200, eval_every: int = 500,
+            checkpoint_every: int = 200, eval_every: int = 500, threads: ThreadsOpt = 0,
             resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
     """Distil a small student from a teacher (MSE on sentence embeddings), with checkpoints and resume."""
     needs("train", "zhembed distill")
@@ -39,7 +41,8 @@ def distill(teacher: Annotated[Optional[str], typer.Option(help="Teacher directo
                         corpus=str(corpus), layers=layers, num_layers=num_layers, prune_vocab=prune_vocab,
                         epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, cos_weight=cos_weight,
                         max_sentences=max_sentences, seed=seed, work_dir=str(work_dir),
-                        eval_data=str(eval_data or ""), checkpoint_every=checkpoint_every, eval_every=eval_every)
+                        eval_data=str(eval_data or ""), checkpoint_every=checkpoint_every, eval_every=eval_every,
+                        threads=threads)
     run(cfg, resume=resume, log=lambda msg: typer.echo(msg, err=True))
 
 

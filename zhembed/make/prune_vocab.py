@@ -73,8 +73,10 @@ def _remap_tokenizer(tok_json: dict, keep: list[int]) -> dict:
     return tok_json
 
 
-def prune_vocab(model_dir: Path, corpus: Path, out: Path) -> PruneReport:
-    """Write a copy of `model_dir` whose tokenizer and word embeddings keep only the needed pieces."""
+def prune_vocab(model_dir: Path, corpus: Path | list[Path], out: Path) -> PruneReport:
+    """Write a copy of `model_dir` whose tokenizer and word embeddings keep only the pieces that the corpus
+    (one file or several) needs."""
+    corpora = corpus if isinstance(corpus, list) else [corpus]
     from safetensors.numpy import load_file, save_file
     from tokenizers import Tokenizer
 
@@ -84,7 +86,7 @@ def prune_vocab(model_dir: Path, corpus: Path, out: Path) -> PruneReport:
     if tok_json.get("model", {}).get("type") != "Unigram":
         raise ZhembedError(f"{model_dir}: vocabulary pruning needs a Unigram tokenizer.json (SentencePiece/XLM-R style)")
     prompt = read_sentence_config(model_dir).prompt
-    texts = [prompt + line for line in read_lines(corpus) if line.strip()]
+    texts = [prompt + line for path in corpora for line in read_lines(path) if line.strip()]
     keep = kept_ids(tok_json, used_piece_ids(Tokenizer.from_file(str(tok_file)), texts))
     pieces_before = len(tok_json["model"]["vocab"])
 

@@ -11,20 +11,39 @@ from ..errors import ZhembedError
 from ..modeldir import WEIGHTS_FILE, copy_model_files, read_model_config, write_json
 
 
-def save_model(model, src_dir: Path, out: Path, fp16: bool = True) -> None:
-    """Write a trained BertModel as a sentence-transformers directory (fp16 weights, fp32 compute)."""
+RUN_MARKER = "zhembed_run.json"  # in every model directory a training run writes: which run wrote it
+
+
+def check_out_dir(out: Path) -> None:
+    """A run writes its model only into a new or empty folder, or one an earlier zhembed run wrote."""
+    out = Path(out)
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / RUN_MARKER).exists()):
+        raise ZhembedError(f"--out {out} exists and was not written by a zhembed run; "
+                           "choose a new folder (zhembed replaces the whole folder it writes)")
+
+
+def save_model(model, src_dir: Path, out: Path, run: dict, fp16: bool = True) -> None:
+    """Write a trained BertModel as a sentence-transformers directory (fp16 weights, fp32 compute), with the
+    run's settings in zhembed_run.json. The folder is built beside `out` and swapped in whole."""
     import torch
     from safetensors.torch import save_file
 
-    tmp = out.with_name(out.name + ".tmp")
+    check_out_dir(out)
+    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
     copy_model_files(src_dir, tmp)
+    (tmp / RUN_MARKER).unlink(missing_ok=True)
     state = {k: v.detach().to(torch.float16 if fp16 else torch.float32).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
     config = read_model_config(tmp)
     config["dtype"] = "float32"  # so AutoModel (dtype="auto") computes in fp32 on the CPU
     write_json(tmp / "config.json", config)
-    shutil.rmtree(out, ignore_errors=True)
+    write_json(tmp / RUN_MARKER, run)
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
     tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def mean_pool(hidden, mask):
@@ -80,22 +99,40 @@ def refuse_to_overwrite(ckpt_file: Path, resume: bool) -> Path:
     return ckpt_file
 
 
-def load_checkpoint(path: Path, model, opt) -> dict:
-    """Restore model, optimizer and RNG state; returns the checkpoint (step, best)."""
+# Settings that may change between a run and its resume: they do not change what is trained.
+RESUMABLE_CHANGES = {"checkpoint_every", "log_every", "eval_every", "eval_data", "threads"}
+
+
+def load_checkpoint(path: Path, model, opt, config: dict) -> dict:
+    """Restore model, optimizer and RNG state; returns the checkpoint (step, best). Refuses a checkpoint
+    written with other settings, and never runs code from the file (weights_only)."""
     import torch
 
-    ckpt = torch.load(path, weights_only=False)
+    try:
+        ckpt = torch.load(path, weights_only=True)
+    except Exception as e:
+        raise ZhembedError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+    saved = ckpt.get("config", {})
+    changed = sorted(k for k in set(saved) | set(config)
+                     if k not in RESUMABLE_CHANGES and saved.get(k) != config.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
+        raise ZhembedError(f"{path} was written with other settings ({detail}); resume with the same "
+                           "settings, or start a new run in another --work-dir")
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     torch.set_rng_state(ckpt["torch_rng"])
     return ckpt
 
 
-def save_checkpoint(path: Path, model, opt, step: int, best: float) -> None:
-    """Atomic: a kill during the write leaves the previous checkpoint intact."""
+def save_checkpoint(path: Path, model, opt, step: int, best: float, config: dict) -> None:
+    """Atomic and durable: a kill or power loss during the write leaves the previous checkpoint intact."""
     import torch
 
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
-                "torch_rng": torch.get_rng_state()}, tmp)
+    with open(tmp, "wb") as f:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
+                    "torch_rng": torch.get_rng_state(), "config": config}, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -6,6 +6,7 @@ Read top to bottom: config, student construction, data, the training loop with c
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,16 +16,16 @@ import numpy as np
 from ..errors import ZhembedError
 from ..modeldir import WEIGHTS_FILE, copy_model_files, read_model_config, write_json
 from ..runtime import Encoder
-from .common import (Batches, dev_spearman, load_checkpoint, lr_at, mean_pool, optimizer_step, refuse_to_overwrite,
-                     save_checkpoint, save_model)
-from .teacher_cache import read_corpus, teacher_embeddings
+from .common import (Batches, check_out_dir, dev_spearman, load_checkpoint, lr_at, mean_pool, optimizer_step,
+                     refuse_to_overwrite, save_checkpoint, save_model)
+from .teacher_cache import corpus_files, read_corpus, teacher_embeddings
 
 
 @dataclass
 class DistillConfig:
     teacher: str
     out: str
-    corpus: str
+    corpus: str                   # one file, or several separated by commas
     layers: str = "auto"          # "auto" or comma-separated 0-based teacher layers, e.g. "1,4,7,10"
     num_layers: int = 4           # with layers="auto"
     prune_vocab: bool = True
@@ -74,11 +75,15 @@ def make_student(teacher_dir: Path, layers: list[int], out: Path) -> Path:
                 student[key.replace(f"encoder.layer.{idx}.", f"encoder.layer.{layers.index(idx)}.", 1)] = value
         else:
             student[key] = value
-    copy_model_files(teacher_dir, out)
-    save_file(student, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-    config = read_model_config(out)
+    tmp = Path(out).with_name(Path(out).name + ".tmp")  # renamed into place only when complete
+    shutil.rmtree(tmp, ignore_errors=True)
+    copy_model_files(teacher_dir, tmp)
+    save_file(student, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+    config = read_model_config(tmp)
     config.update(num_hidden_layers=len(layers), zhembed_teacher_layers=layers)
-    write_json(out / "config.json", config)
+    write_json(tmp / "config.json", config)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
     return out
 
 
@@ -102,15 +107,17 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     work, out = Path(cfg.work_dir), Path(cfg.out)
+    check_out_dir(out)
     work.mkdir(parents=True, exist_ok=True)
     ckpt_file = refuse_to_overwrite(work / "checkpoint.pt", resume)
     write_json(work / "config.json", asdict(cfg))
 
     # 1. The teacher's view of the corpus (cached), with a held-out dev slice.
-    sentences = read_corpus(Path(cfg.corpus), cfg.max_sentences or None)
+    sentences = read_corpus(cfg.corpus, cfg.max_sentences or None)
     if len(sentences) <= cfg.dev_sentences:
         raise ZhembedError(f"corpus has {len(sentences)} sentences; need more than --dev-sentences {cfg.dev_sentences}")
-    targets = teacher_embeddings(Path(cfg.teacher), sentences, work / "cache", cfg.max_length, log=log)
+    targets = teacher_embeddings(Path(cfg.teacher), sentences, work / "cache", cfg.max_length, log=log,
+                                 threads=cfg.threads or None)
     train_n = len(sentences) - cfg.dev_sentences
 
     # 2. The student: pruned vocabulary, chosen layers.
@@ -126,7 +133,7 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     step, best = 0, float("inf")
     if resume and ckpt_file.exists():
-        ckpt = load_checkpoint(ckpt_file, model, opt)
+        ckpt = load_checkpoint(ckpt_file, model, opt, asdict(cfg))
         step, best = ckpt["step"], ckpt["best"]
         log(f"resumed at step {step}/{total}")
 
@@ -148,25 +155,27 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
         if step % cfg.eval_every == 0 or step == total:
             best = _evaluate(model, encoder, batches, targets, train_n, init_dir, out, best, cfg, step, log)
         if step % cfg.checkpoint_every == 0 or step == total:
-            save_checkpoint(ckpt_file, model, opt, step, best)
+            save_checkpoint(ckpt_file, model, opt, step, best, asdict(cfg))
     log(f"done: best dev MSE {best:.6f}; model in {out}")
     return out
 
 
 def _student_init(cfg: DistillConfig, work: Path, log) -> Path:
-    """Prune the teacher's vocabulary (optional) and keep the chosen layers; cached in the work dir."""
+    """Prune the teacher's vocabulary (optional) and keep the chosen layers; cached in the work dir, and
+    rebuilt when the cached one was made with other layers (it is written whole or not at all)."""
     init_dir = work / "student-init"
-    if (init_dir / WEIGHTS_FILE).exists():
-        return init_dir
     teacher = Path(cfg.teacher)
-    teacher_layers = read_model_config(teacher)["num_hidden_layers"]
-    layers = choose_layers(cfg.layers, teacher_layers, cfg.num_layers)
+    layers = choose_layers(cfg.layers, read_model_config(teacher)["num_hidden_layers"], cfg.num_layers)
+    if (init_dir / WEIGHTS_FILE).exists():
+        if read_model_config(init_dir).get("zhembed_teacher_layers") == layers:
+            return init_dir
+        log(f"{init_dir} keeps other teacher layers; rebuilding it")
     source = teacher
     if cfg.prune_vocab:
         from ..make.prune_vocab import prune_vocab
 
         source = work / "teacher-pruned"
-        log(f"pruning the vocabulary: {prune_vocab(teacher, Path(cfg.corpus), source)}")
+        log(f"pruning the vocabulary: {prune_vocab(teacher, corpus_files(cfg.corpus), source)}")
     make_student(source, layers, init_dir)
     log(f"student keeps teacher layers {layers}")
     return init_dir
@@ -199,7 +208,7 @@ def _evaluate(model, encoder, batches, targets, train_n, init_dir, out, best, cf
         message += " " + dev_spearman(encoder, Path(cfg.eval_data))
     if mse < best:
         best = mse
-        save_model(model, init_dir, out)
+        save_model(model, init_dir, out, {"command": "distill", "step": step, "dev_mse": mse, **asdict(cfg)})
         message += " (best, saved)"
     log(message)
     model.train()

@@ -17,8 +17,8 @@ from ..errors import ZhembedError
 from ..eval.suite import PairTask
 from ..modeldir import write_json
 from ..runtime import Encoder
-from .common import (Batches, dev_spearman, load_checkpoint, lr_at, mean_pool, optimizer_step, refuse_to_overwrite,
-                     save_checkpoint, save_model)
+from .common import (Batches, check_out_dir, dev_spearman, load_checkpoint, lr_at, mean_pool, optimizer_step,
+                     refuse_to_overwrite, save_checkpoint, save_model)
 
 
 @dataclass
@@ -162,6 +162,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
 
     torch.manual_seed(cfg.seed)
     work, out = Path(cfg.work_dir), Path(cfg.out)
+    check_out_dir(out)
     ckpt_file = refuse_to_overwrite(work / "checkpoint.pt", resume)
     datasets = [load_dataset(Path(p)) for p in cfg.train]
     if cfg.eval_data and not cfg.allow_overlap:
@@ -182,7 +183,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     step = 0
     if resume and ckpt_file.exists():
-        step = load_checkpoint(ckpt_file, model, opt)["step"]
+        step = load_checkpoint(ckpt_file, model, opt, asdict(cfg))["step"]
         log(f"resumed at step {step}/{total}")
 
     start, start_step = time.time(), step
@@ -200,7 +201,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
             log(f"eval step {step}: {dev_spearman(encoder, Path(cfg.eval_data))}")
             model.train()
         if step % cfg.checkpoint_every == 0 or step == total:
-            save_checkpoint(ckpt_file, model, opt, step, 0.0)
-    save_model(model, Path(cfg.model), out)
+            save_checkpoint(ckpt_file, model, opt, step, 0.0, asdict(cfg))
+    save_model(model, Path(cfg.model), out, {"command": "finetune", "step": step, **asdict(cfg)})
     log(f"done after {step} steps; model in {out}")
     return out

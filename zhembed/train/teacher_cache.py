@@ -16,11 +16,17 @@ from ..textio import read_lines
 CHUNK = 2048
 
 
-def read_corpus(path: Path, limit: int | None = None, seed: int = 0) -> list[str]:
-    """Distinct non-empty lines of a UTF-8 file, shuffled with `seed`, at most `limit` of them."""
-    sentences = list(dict.fromkeys(s.strip() for s in read_lines(path) if s.strip()))
+def corpus_files(spec: str | Path) -> list[Path]:
+    """One corpus file, or several separated by commas."""
+    return [Path(p) for p in str(spec).split(",") if p]
+
+
+def read_corpus(spec: str | Path, limit: int | None = None, seed: int = 0) -> list[str]:
+    """Distinct non-empty lines of one or more UTF-8 files (comma-separated), shuffled with `seed`, at most
+    `limit` of them."""
+    sentences = list(dict.fromkeys(s.strip() for path in corpus_files(spec) for s in read_lines(path) if s.strip()))
     if not sentences:
-        raise ZhembedError(f"corpus {path} has no sentences")
+        raise ZhembedError(f"corpus {spec} has no sentences")
     np.random.default_rng(seed).shuffle(sentences)
     return sentences[:limit] if limit else sentences
 
@@ -33,7 +39,7 @@ def _key(teacher: Path, sentences: list[str], max_length: int) -> str:
 
 
 def teacher_embeddings(teacher: Path, sentences: list[str], cache_dir: Path, max_length: int = 256,
-                       batch_size: int = 32, log=print) -> np.ndarray:
+                       batch_size: int = 32, log=print, threads: int | None = None) -> np.ndarray:
     """[len(sentences), dim] fp16 mean-pooled (unnormalized) teacher vectors; resumes a partial cache."""
     cache = Path(cache_dir) / f"teacher-{_key(teacher, sentences, max_length)}"
     cache.mkdir(parents=True, exist_ok=True)
@@ -41,7 +47,7 @@ def teacher_embeddings(teacher: Path, sentences: list[str], cache_dir: Path, max
     done = json.loads(state_file.read_text())["done"] if state_file.exists() else 0
     if done >= len(sentences):
         return _open(data_file, state_file, "r")
-    encoder = Encoder.load(teacher)
+    encoder = Encoder.load(teacher, num_threads=threads)  # its ONNX export when it has one
     if not state_file.exists():
         state_file.write_text(json.dumps({"done": 0, "n": len(sentences), "dim": encoder.dim, "teacher": str(teacher)}))
     emb = _open(data_file, state_file, "r+" if data_file.exists() else "w+")
