@@ -45,14 +45,14 @@ def test_local_and_ray_write_identical_shards(tiny_bert, dataset, tmp_path):
     finally:
         ray.shutdown()
     a, b = read_shards(tmp_path / "local"), read_shards(tmp_path / "ray")
-    assert list(a) == list(b) == ["a-00000.parquet", "a-00001.parquet", "a-00002.parquet", "b-00000.parquet",
-                                  "b-00001.parquet"]
+    assert list(a) == list(b) == ["a.jsonl-00000.parquet", "a.jsonl-00001.parquet", "a.jsonl-00002.parquet",
+                                  "b.txt-00000.parquet", "b.txt-00001.parquet"]
     for name in a:
         assert a[name].keys() == b[name].keys() and a[name]["text"] == b[name]["text"]
         np.testing.assert_array_equal(np.array(a[name]["embedding"]), np.array(b[name]["embedding"]))
-    assert a["a-00001.parquet"]["doc"][0] == "d7" and set(a["a-00000.parquet"]) == {"doc", "text", "n", "embedding"}
+    assert a["a.jsonl-00001.parquet"]["doc"][0] == "d7" and set(a["a.jsonl-00000.parquet"]) == {"doc", "text", "n", "embedding"}
     vectors = Encoder.load(tiny_bert).encode(SENTENCES[:7], max_length=128)
-    np.testing.assert_allclose(np.array(a["a-00000.parquet"]["embedding"]), vectors, atol=1e-6)
+    np.testing.assert_allclose(np.array(a["a.jsonl-00000.parquet"]["embedding"]), vectors, atol=1e-6)
 
 
 def test_killed_run_resumes_to_the_same_output(tiny_bert, dataset, tmp_path, monkeypatch):
@@ -71,9 +71,9 @@ def test_killed_run_resumes_to_the_same_output(tiny_bert, dataset, tmp_path, mon
         ed.embed_dataset(dataset, tmp_path / "resumed", cfg(tiny_bert), log=lambda m: None)
     calls.clear()
     report = ed.embed_dataset(dataset, tmp_path / "resumed", cfg(tiny_bert), log=lambda m: None)
-    assert (report["skipped"], calls) == (2, ["a-00002", "b-00000", "b-00001"])
+    assert (report["skipped"], calls) == (2, ["a.jsonl-00002", "b.txt-00000", "b.txt-00001"])
     assert read_shards(tmp_path / "resumed") == read_shards(tmp_path / "whole")
-    with pytest.raises(ZhembedError, match="other inputs or settings"):
+    with pytest.raises(ZhembedError, match="other input contents or settings"):
         ed.embed_dataset(dataset, tmp_path / "resumed", cfg(tiny_bert, batch_size=8), log=lambda m: None)
 
 
@@ -105,3 +105,36 @@ def test_qdrant_round_trip_matches_zhembed_search(tiny_bert, tmp_path):
         assert theirs == ours
     with pytest.raises(ZhembedError, match="exactly one"):
         qdrant_client()
+
+
+def test_an_input_that_grew_is_refused_not_half_resumed(tiny_bert, tmp_path):
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES[:15]) + "\n", encoding="utf-8")
+    ed.embed_dataset(tmp_path / "in.txt", tmp_path / "out", cfg(tiny_bert), log=lambda m: None)
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES[:25]) + "\n", encoding="utf-8")
+    with pytest.raises(ZhembedError, match="other input contents"):
+        ed.embed_dataset(tmp_path / "in.txt", tmp_path / "out", cfg(tiny_bert), log=lambda m: None)
+
+
+def test_inputs_with_the_same_stem_keep_all_their_rows(tiny_bert, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "faq.txt").write_text("\n".join(SENTENCES[:3]) + "\n", encoding="utf-8")
+    (folder / "faq.jsonl").write_text("".join(json.dumps({"text": s}, ensure_ascii=False) + "\n" for s in SENTENCES[3:6]),
+                                      encoding="utf-8")
+    report = ed.embed_dataset(folder, tmp_path / "out", cfg(tiny_bert), log=lambda m: None)
+    on_disk = sum(len(t["text"]) for t in read_shards(tmp_path / "out").values())
+    assert report["rows"] == on_disk == 6
+
+
+def test_null_ids_are_refused_and_1_differs_from_string_1(tiny_bert, tmp_path):
+    (tmp_path / "ids").mkdir()
+    (tmp_path / "ids" / "a.jsonl").write_text('{"id": 1, "text": "你好"}\n', encoding="utf-8")
+    (tmp_path / "ids" / "b.jsonl").write_text('{"id": "1", "text": "再见"}\n', encoding="utf-8")
+    ed.embed_dataset(tmp_path / "ids", tmp_path / "ok", cfg(tiny_bert), log=lambda m: None)
+    client = qdrant_client(path=":memory:")
+    assert export_to_qdrant(tmp_path / "ok", client, "c", id_field="id", log=lambda m: None) == 2
+    assert client.count("c").count == 2
+    (tmp_path / "b.jsonl").write_text('{"id": null, "text": "你好"}\n{"id": null, "text": "再见"}\n', encoding="utf-8")
+    ed.embed_dataset(tmp_path / "b.jsonl", tmp_path / "nulls", cfg(tiny_bert), log=lambda m: None)
+    with pytest.raises(ZhembedError, match="row 1 has no id"):
+        export_to_qdrant(tmp_path / "nulls", client, "d", id_field="id", log=lambda m: None)

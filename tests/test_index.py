@@ -29,9 +29,9 @@ def test_reads_text_jsonl_tsv_and_parquet(tmp_path):
     (tmp_path / "a.tsv").write_text("k\tt\n7\t甲\n8\t乙\n", encoding="utf-8")
     pq.write_table(pa.table({"t": ["甲", "乙"], "k": [7, 8]}), tmp_path / "a.parquet")
     assert read_records(tmp_path / "a.txt").texts == ["甲", "乙"]
-    for name in ("a.jsonl", "a.tsv", "a.parquet"):
+    for name, ids in (("a.jsonl", [7, 8]), ("a.tsv", ["7", "8"]), ("a.parquet", [7, 8])):  # ids keep their type
         records = read_records(tmp_path / name, "t", "k")
-        assert (records.texts, records.ids, records.rows, records.total) == (["甲", "乙"], ["7", "8"], [0, 1], 2)
+        assert (records.texts, records.ids, records.rows, records.total) == (["甲", "乙"], ids, [0, 1], 2)
 
 
 @pytest.mark.parametrize("name, content, message", [
@@ -65,7 +65,7 @@ def test_build_search_add_and_hnsw(encoder, tmp_path):
     more = read_records(_corpus(tmp_path, SENTENCES[40:60], "more.txt"))
     index = ix.build_index(more, tmp_path / "idx", encoder, None, "more.txt", append=True, show_progress=False)
     assert len(index) == 60 and index.search(SENTENCES[50], k=1)[0][0].id == "50"
-    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["CURRENT", "gen-000002"]
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == [".lock", "CURRENT", "gen-000001", "gen-000002"]
 
     hnsw = ix.build_index(records, tmp_path / "hnsw", encoder, None, "c", ann="hnsw", show_progress=False)
     assert hnsw.meta["faiss_index"] == "IndexHNSWFlat"
@@ -151,3 +151,82 @@ def _corpus(tmp_path, lines, name="corpus.txt"):
     path = tmp_path / name
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _records(texts, ids=None):
+    from zhembed.textio import Records
+
+    return Records(texts=list(texts), ids=list(ids) if ids else [], rows=list(range(len(texts))), total=len(texts))
+
+
+def test_concurrent_adds_keep_every_text_exactly_once(encoder, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    ix.build_index(_records(SENTENCES[:10]), tmp_path / "idx", encoder, None, "a", show_progress=False)
+    batches = [SENTENCES[10 + 10 * w:20 + 10 * w] for w in range(4)]
+    add = lambda texts: ix.build_index(_records(texts), tmp_path / "idx", encoder, None, "b", append=True,  # noqa: E731
+                                       show_progress=False)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(add, batches))
+    texts = ix.Index.load(tmp_path / "idx").texts
+    assert sorted(texts) == sorted(SENTENCES[:50]) and len(texts) == 50
+
+
+def test_the_generation_before_the_live_one_stays_for_readers(encoder, tmp_path):
+    out = tmp_path / "idx"
+    ix.build_index(_records(SENTENCES[:5]), out, encoder, None, "a", show_progress=False)
+    for lo in (5, 10):
+        ix.build_index(_records(SENTENCES[lo:lo + 5]), out, encoder, None, "b", append=True, show_progress=False)
+    assert sorted(p.name for p in out.glob("gen-*")) == ["gen-000002", "gen-000003"]
+    (out / "CURRENT").write_text("gen-000002")  # a reader that read CURRENT just before the last switch
+    assert len(ix.Index.load(out)) == 10
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda gen, root: (gen / "records.jsonl").write_text(
+        "".join((gen / "records.jsonl").read_text().splitlines(keepends=True)[:-1])), "inconsistent: 5 vectors, 4 records"),
+    (lambda gen, root: (gen / "meta.json").write_text("{broken"), "meta.json is unreadable"),
+    (lambda gen, root: (gen / "vectors.faiss").write_bytes(b"not faiss"), "not a readable faiss index"),
+    (lambda gen, root: (root / "CURRENT").write_text("/etc"), "not a generation of this index"),
+    (lambda gen, root: (root / "CURRENT").write_text("../../gen-000001"), "not a generation of this index"),
+])
+def test_a_damaged_index_is_one_clear_error(encoder, tmp_path, damage, message):
+    out = tmp_path / "idx"
+    ix.build_index(_records(SENTENCES[:5]), out, encoder, None, "a", show_progress=False)
+    damage(out / "gen-000001", out)
+    with pytest.raises(ZhembedError, match=message):
+        ix.Index.load(out).search("你好", k=3)
+
+
+def test_another_model_of_the_same_width_is_refused(encoder, tmp_path):
+    from conftest import make_tiny_bert
+
+    out = tmp_path / "idx"
+    ix.build_index(_records(SENTENCES[:5]), out, encoder, None, "a", show_progress=False)
+    other = Encoder.load(make_tiny_bert(tmp_path / "other", seed=1))
+    assert other.dim == encoder.dim
+    with pytest.raises(ZhembedError, match="built with another model"):
+        ix.Index.load(out, other)
+    assert ix.Index.load(out, encoder).search(SENTENCES[0], k=1)[0][0].text == SENTENCES[0]
+
+
+def test_ids_keep_their_type(encoder, tmp_path):
+    index = ix.build_index(_records(SENTENCES[:2], [1, "1"]), tmp_path / "idx", encoder, None, "a", show_progress=False)
+    assert ix.Index.load(tmp_path / "idx").ids == [1, "1"] == index.ids
+
+
+def test_readers_drop_a_bom_keep_unicode_line_separators_and_survive_all_bad_tsv(tmp_path):
+    from zhembed.textio import read_lines
+
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "a.txt").write_bytes(bom + "甲\n乙\n".encode())
+    (tmp_path / "a.jsonl").write_bytes(bom + '{"text": "甲"}\n'.encode())
+    (tmp_path / "a.tsv").write_bytes(bom + "text\tid\n甲\t1\n".encode())
+    assert read_records(tmp_path / "a.txt").texts == ["甲", "乙"] and read_lines(tmp_path / "a.txt") == ["甲", "乙"]
+    assert read_records(tmp_path / "a.jsonl").texts == ["甲"]
+    assert read_records(tmp_path / "a.tsv", id_field="id").ids == ["1"]
+    (tmp_path / "sep.txt").write_text("甲\u2028乙\n丙\u0085丁\n", encoding="utf-8")
+    assert read_records(tmp_path / "sep.txt").texts == read_lines(tmp_path / "sep.txt") == ["甲\u2028乙", "丙\u0085丁"]
+    (tmp_path / "bad.tsv").write_bytes(b"\xff\xfe\n\xff\n")
+    with pytest.raises(ZhembedError, match="header line is not readable"):
+        read_records(tmp_path / "bad.tsv", skip_bad=True)

@@ -10,13 +10,14 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "zhembed"
 
-BASE = {"errors", "textio", "modeldir"}
+BASE = {"errors", "atomic", "textio", "modeldir"}
 # Each part of zhembed, and the parts it may import. The runtime knows nothing of making, training, serving,
 # searching or scaling out; making builds on the runtime; training on making and evaluation; the CLI on all.
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "atomic": set(),
     "textio": {"errors"},
-    "modeldir": {"errors"},
+    "modeldir": {"errors", "atomic"},
     "runtime": BASE,
     "eval": BASE | {"runtime"},
     "search": BASE | {"runtime"},

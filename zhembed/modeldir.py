@@ -11,12 +11,12 @@ directory, and facts about it (parameters, size) live here and nowhere else.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import write_text_atomic
 from .errors import ZhembedError
 
 ONNX_DIR = "onnx"
@@ -45,11 +45,8 @@ class SentenceConfig:
 
 
 def write_json(path: Path, obj: dict | list) -> None:
-    """Pretty UTF-8 JSON, written to a temporary file and renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Pretty UTF-8 JSON, written atomically and durably."""
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_sentence_config(out: Path, dim: int, cfg: SentenceConfig, prompts: dict[str, str] | None = None) -> None:

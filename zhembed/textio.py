@@ -5,6 +5,7 @@ Every bad record is reported with its file and line number; with `skip_bad` it i
 
 from __future__ import annotations
 
+import codecs
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,18 +18,21 @@ FORMATS = {".txt": "text", ".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", "
 
 
 def read_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 file, or an error naming the file (and the line of a bad byte)."""
-    data = _read_bytes(path)
-    try:
-        return data.decode("utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise ZhembedError(f"{path}:{line}: not UTF-8 text") from None
+    """The lines of a UTF-8 file, or an error naming the file and the line of a bad byte. Lines end at
+    \n, \r\n or \r only (as in every reader here), so U+2028 or U+0085 inside a text never splits it."""
+    lines = []
+    for number, raw in enumerate(_read_bytes(path).splitlines(), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ZhembedError(f"{path}:{number}: not UTF-8 text") from None
+    return lines
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's bytes without a UTF-8 byte-order mark (which editors on Windows put first)."""
     try:
-        return Path(path).read_bytes()
+        return Path(path).read_bytes().removeprefix(codecs.BOM_UTF8)
     except FileNotFoundError:
         raise ZhembedError(f"input file not found: {path}") from None
     except IsADirectoryError:
@@ -37,11 +41,12 @@ def _read_bytes(path: Path) -> bytes:
 
 @dataclass
 class Records:
-    """Texts with their ids (strings; None when the input has no id field), their 0-based positions among
-    the input's `total` data lines (or Parquet rows), and a message for each bad line that was skipped."""
+    """Texts with their ids (a string or an integer as the input gives it, so 1 and "1" stay distinct; None
+    when the input has no id field), their 0-based positions among the input's `total` data lines (or
+    Parquet rows), and a message for each bad line that was skipped."""
 
     texts: list[str] = field(default_factory=list)
-    ids: list[str | None] = field(default_factory=list)
+    ids: list[str | int | None] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
     total: int = 0
     skipped: list[str] = field(default_factory=list)
@@ -67,8 +72,10 @@ class _Reader:
             return self.bad(line, f"text is {type(text).__name__}, not a string")
         if not text.strip():
             return self.bad(line, "empty text")
+        if id_ is not None and (isinstance(id_, bool) or not isinstance(id_, str | int)):
+            return self.bad(line, f"id {id_!r} is {type(id_).__name__}; ids are strings or integers")
         self.records.texts.append(text)
-        self.records.ids.append(None if id_ is None else str(id_))
+        self.records.ids.append(id_)
         self.records.rows.append(self.records.total - 1)
 
 
@@ -129,6 +136,8 @@ def _read_jsonl(reader: _Reader, lines: list[tuple[int, str]], text_field: str, 
 
 
 def _read_tsv(reader: _Reader, lines: list[tuple[int, str]], text_field: str | None, id_field: str | None) -> None:
+    if not lines or lines[0][0] != 1:
+        raise ZhembedError(f"{reader.path}:1: the TSV header line is not readable text; it must name the columns")
     header = lines[0][1].split("\t")
     text_col = _column(reader.path, header, text_field or "text")
     id_col = _column(reader.path, header, id_field) if id_field else None

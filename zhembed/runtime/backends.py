@@ -13,10 +13,12 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import ZhembedError, require
+from ..modeldir import WEIGHT_FILES
 
 
 class Backend(Protocol):
     name: str
+    weights_file: Path  # the file whose numbers it runs: the model's identity, with its tokenizer
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """[batch, seq] int64 ids and mask -> [batch, seq, hidden] float32 hidden states."""
@@ -39,6 +41,8 @@ class TorchBackend:
 
         logging.disable_progress_bar()
         self.threads = num_threads or default_threads()
+        self.weights_file = next((Path(model_dir) / f for f in WEIGHT_FILES if (Path(model_dir) / f).exists()),
+                                 Path(model_dir) / WEIGHT_FILES[0])
         torch.set_num_threads(self.threads)
         try:
             self.model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32).eval()
@@ -79,6 +83,7 @@ class OnnxBackend:
         except Exception as e:
             raise ZhembedError(f"cannot load ONNX model {onnx_file}: {str(e).splitlines()[0]}") from None
         self.name = "onnx-int8" if "qint8" in Path(onnx_file).name else "onnx"
+        self.weights_file = Path(onnx_file)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.session.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,6 +77,16 @@ class Encoder:
             engine = TorchBackend(model_dir, num_threads)
         tokenizer = load_tokenizer(model_dir)
         return cls(model_dir, tokenizer, engine, read_sentence_config(model_dir), pad_token_id(model_dir, tokenizer))
+
+    @functools.cached_property
+    def model_id(self) -> str:
+        """A short hash of the tokenizer and the weights this encoder runs: two encoders with the same id give
+        the same vectors. Indexes record it, so a query is never encoded by another model."""
+        digest = hashlib.sha256(self.tokenizer.to_str().encode("utf-8"))
+        with open(self.backend.weights_file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()[:16]
 
     @property
     def prompt(self) -> str:

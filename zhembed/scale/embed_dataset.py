@@ -11,14 +11,15 @@ one `Encoder.encode` call and written atomically as OUT/<file>-<nnnnn>.parquet (
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..atomic import write_atomic, write_text_atomic
 from ..errors import ZhembedError
 from ..runtime import Encoder, default_model_dir
 from ..modeldir import resolve_model_dir
@@ -99,7 +100,7 @@ def shards(files: list[Path], cfg: EmbedConfig) -> Iterator[Shard]:
     for path in files:
         table = read_table(path, cfg.text_field)
         for i, start in enumerate(range(0, table.num_rows, cfg.rows_per_shard)):
-            yield Shard(f"{path.stem}-{i:05d}", table.slice(start, cfg.rows_per_shard))
+            yield Shard(f"{path.name}-{i:05d}", table.slice(start, cfg.rows_per_shard))  # faq.txt, faq.jsonl: apart
 
 
 class ShardEmbedder:
@@ -132,9 +133,7 @@ class ShardEmbedder:
         vectors = self.encoder.encode(texts, batch_size=self.cfg.batch_size, max_length=self.cfg.max_length,
                                       show_progress=False).astype(np.float32)
         column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
-        tmp = self.out / f".{name}.parquet.tmp"
-        pq.write_table(table.append_column("embedding", column), tmp)
-        os.replace(tmp, self.out / f"{name}.parquet")
+        write_atomic(self.out / f"{name}.parquet", lambda f: pq.write_table(table.append_column("embedding", column), f))
 
 
 def _resolve_model(cfg: EmbedConfig) -> EmbedConfig:
@@ -143,14 +142,23 @@ def _resolve_model(cfg: EmbedConfig) -> EmbedConfig:
     return EmbedConfig(**{**asdict(cfg), "model": str(model)})
 
 
+def content_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
 def _check_manifest(out: Path, cfg: EmbedConfig, files: list[Path]) -> None:
-    """A rerun must use the same settings as the shards already written, or they would not match."""
-    manifest = {"config": asdict(cfg), "inputs": [str(f.resolve()) for f in files]}
+    """A rerun must use the same settings and the same input contents as the shards already written, or
+    they would not match (an input that grew would leave rows out)."""
+    manifest = {"config": asdict(cfg), "inputs": {str(f.resolve()): content_hash(f) for f in files}}
     path = out / MANIFEST
     if path.exists() and json.loads(path.read_text(encoding="utf-8")) != manifest:
-        raise ZhembedError(f"{out} was written with other inputs or settings (see {path}); use a new --output")
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        raise ZhembedError(f"{out} was written from other input contents or settings (see {path}); "
+                           "use a new --output")
+    write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
 
 
 def embed_dataset(input: Path, out: Path, cfg: EmbedConfig, engine: str = "local", ray_address: str | None = None,

@@ -40,8 +40,19 @@ def points(input_dir: Path, id_field: str | None = None) -> Iterator[tuple[str, 
         vectors = table.column("embedding").to_pylist()
         rows = table.drop_columns(["embedding"]).to_pylist()
         for i, (vector, payload) in enumerate(zip(vectors, rows)):
-            key = str(payload[id_field]) if id_field else f"{path.stem}:{i}"
+            key = id_key(payload[id_field], path, i) if id_field else f"{path.stem}:{i}"
             yield point_id(key), vector, {**payload, "zhembed_key": key}
+
+
+def id_key(value: object, path: Path, row: int) -> str:
+    """The point key of an id: a string as it is, an integer as `int:N` (so 1 and "1" stay two points);
+    a missing (null) id is an error, never a shared point."""
+    if value is None:
+        raise ZhembedError(f"{path}: row {row + 1} has no id (null); fill the id column, or leave --id-field out "
+                           "to key rows by shard and position")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ZhembedError(f"{path}: row {row + 1}: id {value!r} is {type(value).__name__}; ids are strings or integers")
+    return value if isinstance(value, str) else f"int:{value}"
 
 
 def qdrant_client(url: str | None = None, path: str | None = None):

@@ -5,24 +5,30 @@ Layout of an index directory:
     DIR/CURRENT              the name of the live generation, replaced atomically
     DIR/gen-000001/          meta.json, vectors.faiss, records.jsonl (one {"id", "text"} per vector)
     DIR/.partial/            an interrupted build: work.json and encoded chunks (chunks/000000.npy, ...)
+    DIR/.lock                held by the one writer at a time (build or add); others wait for it
 
 A build encodes the input in fixed chunks, each written atomically, so a killed build resumes at the first
-missing chunk and produces the same vectors. Only when every chunk exists is a new generation written and
-CURRENT switched to it, so a reader never sees a half-written index.
+missing chunk and produces the same vectors. Only when every chunk exists is a new generation written,
+fsynced, and CURRENT switched to it, so a reader never sees a half-written index. The generation before the
+live one is kept, so a reader that read CURRENT just before a switch still finds its files; older ones go.
+Writers take DIR/.lock, so two `add`s run one after the other and neither loses texts.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
-import os
+import re
 import shutil
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_atomic, write_text_atomic
 from ..errors import ZhembedError
 from ..runtime import Encoder
 from ..textio import Records
@@ -32,9 +38,13 @@ HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 CHUNK = 4096
 
 
+GENERATION = re.compile(r"gen-\d{6}")
+KEEP_GENERATIONS = 2  # the live one and the one before it
+
+
 @dataclass
 class Hit:
-    id: str
+    id: str | int
     text: str
     score: float
 
@@ -67,18 +77,27 @@ class Index:
     >>> index.search(["花呗怎么还款"], k=3)[0][0].text
     """
 
-    def __init__(self, path: Path, meta: dict, ann, ids: list[str], texts: list[str], encoder=None):
+    def __init__(self, path: Path, meta: dict, ann, ids: list[str | int], texts: list[str], encoder=None):
         self.path, self.meta, self.ann, self.ids, self.texts = path, meta, ann, ids, texts
         self._encoder = encoder
 
     @classmethod
     def load(cls, path: str | Path, encoder=None) -> Index:
-        """Open the live generation of an index directory; `encoder` overrides the model it was built with."""
-        gen, meta = _live(Path(path))
-        ids, texts = _read_records(gen / "records.jsonl")
-        ann = _faiss().read_index(str(gen / "vectors.faiss"))
-        if encoder is not None and encoder.dim != meta["dim"]:
-            raise ZhembedError(f"the model's dimension {encoder.dim} differs from the index's {meta['dim']}")
+        """Open the live generation of an index directory; `encoder` must be the model it was built with."""
+        for attempt in range(3):  # a writer may switch generations between reading CURRENT and the files
+            gen, meta = _live(Path(path))
+            try:
+                ids, texts = _read_records(gen / "records.jsonl")
+                ann = _read_ann(gen / "vectors.faiss")
+                break
+            except FileNotFoundError:
+                if attempt == 2 or live_generation(Path(path)) == gen:
+                    raise ZhembedError(f"{gen} is incomplete (a file is missing); rebuild the index") from None
+        if not len(ids) == ann.ntotal == meta.get("count", ann.ntotal):
+            raise ZhembedError(f"{gen} is inconsistent: {ann.ntotal} vectors, {len(ids)} records, meta count "
+                               f"{meta.get('count')}; rebuild the index")
+        if encoder is not None:
+            check_encoder(meta, encoder)
         return cls(Path(path), meta, ann, ids, texts, encoder)
 
     def __len__(self) -> int:
@@ -87,7 +106,7 @@ class Index:
     @property
     def encoder(self):
         if self._encoder is None:
-            self._encoder = load_encoder(self.meta["model"], self.meta["backend"])
+            self._encoder = check_encoder(self.meta, load_encoder(self.meta["model"], self.meta["backend"]))
         return self._encoder
 
     def vectors(self) -> np.ndarray:
@@ -112,6 +131,16 @@ def load_encoder(model: str | None, backend: str = "auto") -> Encoder:
     return Encoder.load(model, backend="torch" if backend == "torch" else "auto")
 
 
+def check_encoder(meta: dict, encoder: Encoder) -> Encoder:
+    """The encoder itself, if it is the model the index was built with; else one clear error."""
+    if encoder.dim != meta["dim"]:
+        raise ZhembedError(f"the model's dimension {encoder.dim} differs from the index's {meta['dim']}")
+    if meta.get("model_id") and encoder.model_id != meta["model_id"]:
+        raise ZhembedError(f"the index was built with another model (id {meta['model_id']}, {meta.get('model')}); "
+                           f"this one is {encoder.model_id} ({encoder.path}); use that model or rebuild the index")
+    return encoder
+
+
 def read_meta(path: str | Path) -> dict:
     """The live generation's meta.json: model, backend, dimension, count... (without loading vectors)."""
     return _live(Path(path))[1]
@@ -121,28 +150,51 @@ def _live(path: Path) -> tuple[Path, dict]:
     gen = live_generation(path)
     if gen is None:
         raise ZhembedError(f"{path} is not a zhembed index (no CURRENT file); build one with `zhembed index build`")
-    return gen, json.loads((gen / "meta.json").read_text(encoding="utf-8"))
+    try:
+        meta = json.loads((gen / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ZhembedError(f"{gen / 'meta.json'} is unreadable ({e}); rebuild the index") from None
+    if not isinstance(meta, dict) or not {"dim", "model", "backend", "max_length"} <= meta.keys():
+        raise ZhembedError(f"{gen / 'meta.json'} lacks the fields an index needs; rebuild the index")
+    return gen, meta
 
 
 def live_generation(path: Path) -> Path | None:
+    """The generation CURRENT names: only a gen-NNNNNN folder inside the index, never a path elsewhere."""
     current = path / "CURRENT"
-    return path / current.read_text(encoding="utf-8").strip() if current.exists() else None
+    if not current.exists():
+        return None
+    name = current.read_text(encoding="utf-8", errors="replace").strip()
+    if not GENERATION.fullmatch(name) or not (path / name).is_dir():
+        raise ZhembedError(f"{current} names {name[:80]!r}, not a generation of this index; rebuild the index")
+    return path / name
 
 
-def _read_records(path: Path) -> tuple[list[str], list[str]]:
+def _read_records(path: Path) -> tuple[list[str | int], list[str]]:
     ids, texts = [], []
     with path.open(encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line)
-            ids.append(record["id"])
-            texts.append(record["text"])
+        for number, line in enumerate(f, 1):
+            try:
+                record = json.loads(line)
+                ids.append(record["id"])
+                texts.append(record["text"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ZhembedError(f"{path}:{number}: not an index record; rebuild the index") from None
     return ids, texts
 
 
+def _read_ann(path: Path):
+    if not path.exists():
+        raise FileNotFoundError(path)
+    try:
+        return _faiss().read_index(str(path))
+    except RuntimeError as e:
+        raise ZhembedError(f"{path} is not a readable faiss index ({str(e).splitlines()[0][:120]}); "
+                           "rebuild the index") from None
+
+
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: np.save(f, array))
 
 
 def encode_chunks(records: Records, encoder, work: Path, fingerprint: str, batch_size: int, max_length: int,
@@ -155,7 +207,7 @@ def encode_chunks(records: Records, encoder, work: Path, fingerprint: str, batch
         print(f"zhembed: {work} belongs to another input or model; starting over", file=sys.stderr)
         shutil.rmtree(work)
     (work / "chunks").mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps({"fingerprint": fingerprint}), encoding="utf-8")
+    write_text_atomic(manifest, json.dumps({"fingerprint": fingerprint}))
     n = len(records.texts)
     paths = [work / "chunks" / f"{i:06d}.npy" for i in range(-(-n // CHUNK))]
     done = sum(CHUNK if i < len(paths) - 1 else n - i * CHUNK for i, p in enumerate(paths) if p.exists())
@@ -176,9 +228,10 @@ def fingerprint(records: Records, model: str | None, backend: str, max_length: i
     return h.hexdigest()[:16]
 
 
-def write_index(path: Path, meta: dict, vectors: np.ndarray, ids: list[str], texts: list[str], ann: str,
+def write_index(path: Path, meta: dict, vectors: np.ndarray, ids: list[str | int], texts: list[str], ann: str,
                 encoder=None) -> Index:
-    """Write a new generation and switch CURRENT to it atomically; older generations are then removed."""
+    """Write a new generation (fsynced) and switch CURRENT to it atomically; generations older than the one
+    before it are then removed. The caller holds the index's writer lock."""
     path.mkdir(parents=True, exist_ok=True)
     old = live_generation(path)
     number = int(old.name.split("-")[1]) + 1 if old else 1
@@ -186,25 +239,41 @@ def write_index(path: Path, meta: dict, vectors: np.ndarray, ids: list[str], tex
     shutil.rmtree(gen, ignore_errors=True)
     gen.mkdir()
     index = make_ann(vectors, ann)
-    _faiss().write_index(index, str(gen / "vectors.faiss"))
-    with (gen / "records.jsonl").open("w", encoding="utf-8") as f:
-        for id_, text in zip(ids, texts):
-            f.write(json.dumps({"id": id_, "text": text}, ensure_ascii=False) + "\n")
+    write_atomic(gen / "vectors.faiss", lambda f: f.write(_faiss().serialize_index(index).tobytes()))
+    records = "".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in zip(ids, texts))
+    write_text_atomic(gen / "records.jsonl", records)
     meta = {**meta, "count": len(vectors), "ann": ann, "faiss_index": type(index).__name__}
-    (gen / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp = path / "CURRENT.tmp"
-    tmp.write_text(gen.name, encoding="utf-8")
-    os.replace(tmp, path / "CURRENT")
-    for stale in path.glob("gen-*"):
-        if stale != gen:
-            shutil.rmtree(stale, ignore_errors=True)
+    write_text_atomic(gen / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(path / "CURRENT", gen.name)
+    for stale in sorted(path.glob("gen-*"))[:-KEEP_GENERATIONS]:
+        shutil.rmtree(stale, ignore_errors=True)
     return Index(path, meta, index, ids, texts, encoder)
+
+
+@contextmanager
+def writer_lock(path: Path):
+    """The index's one-writer lock (DIR/.lock, released by the OS if the writer dies)."""
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".lock", "a+b") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"zhembed: {path} is being written by another process; waiting for it", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def build_index(records: Records, out: Path, encoder, model: str | None, source: str, ann: str = "auto",
                 batch_size: int = 64, max_length: int = 128, append: bool = False, show_progress: bool = True) -> Index:
-    """Encode `records` and write (or, with `append`, extend) the index at `out`; resumable after a kill."""
+    """Encode `records` and write (or, with `append`, extend) the index at `out`; resumable after a kill.
+    Writers of one index run one at a time."""
     out = Path(out)
+    with writer_lock(out):
+        return _build_locked(records, out, encoder, model, source, ann, batch_size, max_length, append, show_progress)
+
+
+def _build_locked(records: Records, out: Path, encoder, model: str | None, source: str, ann: str, batch_size: int,
+                  max_length: int, append: bool, show_progress: bool) -> Index:
     previous = Index.load(out, encoder) if append else None
     if not append and live_generation(out) is not None:
         raise ZhembedError(f"{out} already holds an index; use `zhembed index add` to extend it, or another --out")
@@ -223,8 +292,8 @@ def build_index(records: Records, out: Path, encoder, model: str | None, source:
         texts = previous.texts + records.texts
     else:
         texts = records.texts
-    meta = {"format": 1, "model": model, "backend": encoder.backend.name, "dim": int(vectors.shape[1]),
-            "max_length": max_length, "sources": sources}
+    meta = {"format": 1, "model": model, "backend": encoder.backend.name, "model_id": encoder.model_id,
+            "dim": int(vectors.shape[1]), "max_length": max_length, "sources": sources}
     index = write_index(out, meta, vectors, ids, texts, previous.meta["ann"] if previous else ann, encoder)
     shutil.rmtree(work, ignore_errors=True)
     return index
