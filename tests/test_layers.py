@@ -4,6 +4,7 @@ no module imports one that imports it back."""
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,5 +97,5 @@ def test_the_runtime_needs_only_the_core_install():
             elif isinstance(node, ast.ImportFrom) and not node.level:
                 third_party.add((node.module or "").split(".")[0])
     # torch and transformers only behind require("train", ...): the torch backend and vocab.txt tokenizers
-    assert third_party - {"__future__", "collections", "json", "os", "pathlib", "sys", "threading", "typing"} == {
+    assert third_party - set(sys.stdlib_module_names) - {"__future__", ""} == {
         "numpy", "onnxruntime", "tokenizers", "tqdm", "torch", "transformers"}
