@@ -24,6 +24,7 @@ FP32_FILE = "model.onnx"
 INT8_FILE = "model_qint8.onnx"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHT_FILES = (WEIGHTS_FILE, "pytorch_model.bin")
+DIMENSIONS_KEY = "matryoshka_dimensions"  # in config_sentence_transformers.json: the sizes a prefix serves
 
 POOLING_KEYS = {
     "mean": "pooling_mode_mean_tokens",
@@ -42,6 +43,7 @@ class SentenceConfig:
     prompt: str = ""
     max_seq_length: int = 256
     dim: int | None = None
+    dimensions: list[int] | None = None  # Matryoshka sizes the model was trained for, largest first
 
 
 def write_json(path: Path, obj: dict | list) -> None:
@@ -99,6 +101,11 @@ def read_sentence_config(model_dir: Path) -> SentenceConfig:
     if st_file.exists():
         st = read_json(st_file)
         cfg.prompt = (st.get("prompts") or {}).get(st.get("default_prompt_name") or "", "")
+        dims = st.get(DIMENSIONS_KEY)
+        if dims is not None:
+            if not isinstance(dims, list) or not all(isinstance(d, int) and d > 0 for d in dims):
+                raise ZhembedError(f"{st_file}: {DIMENSIONS_KEY} must be a list of positive integers, got {dims!r}")
+            cfg.dimensions = sorted(dims, reverse=True)
     return cfg
 
 

@@ -15,11 +15,22 @@ def serve(model: ModelOpt = None,
           backend: Annotated[str, typer.Option(help="auto (ONNX when exported), onnx or torch.")] = "auto",
           host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
           port: int = 8080,
+          api_key: Annotated[Optional[str], typer.Option(envvar="ZHEMBED_API_KEY", show_envvar=True,
+                                                         help="Require 'Authorization: Bearer KEY' (all but /health).")] = None,
+          allowed_hosts: Annotated[Optional[str], typer.Option(
+              help="Comma-separated Host names to answer, or '*' (default: localhost names on loopback, else any).")] = None,
           max_batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward pass.")] = 8192,
-          max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill.")] = 2.0,
+          max_wait_ms: Annotated[float, typer.Option(help="Wait for a batch to fill (0: an idle model starts at once).")] = 0.0,
           max_queue: Annotated[int, typer.Option(help="Texts allowed to wait; beyond it: 503.")] = 4096,
-          max_inputs: Annotated[int, typer.Option(help="Inputs per request.")] = 2048,
-          max_chars: Annotated[int, typer.Option(help="Characters per input.")] = 20_000,
+          max_inputs: Annotated[int, typer.Option(help="Texts per request; beyond: 413.")] = 2048,
+          max_chars: Annotated[int, typer.Option(help="Characters per text; beyond: 413.")] = 20_000,
+          max_total_chars: Annotated[int, typer.Option(help="Characters of all texts of a request; beyond: 413.")] = 250_000,
+          max_body_bytes: Annotated[int, typer.Option(help="Request body size; beyond: 413.")] = 2 * 2**20,
+          max_concurrent: Annotated[int, typer.Option(help="Requests in flight; beyond: 429.")] = 512,
+          max_k: Annotated[int, typer.Option(help="Hits per /search query; beyond: 400.")] = 100,
+          max_search_queries: Annotated[int, typer.Option(help="Queries per /search request; beyond: 413.")] = 32,
+          request_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for the model; beyond: 503.")] = 30.0,
+          fast_lane_chars: Annotated[int, typer.Option(help="Requests up to this many characters never wait behind bigger ones.")] = 512,
           threads: Annotated[Optional[int], typer.Option(help="Model threads (default: all cores).")] = None,
           index: Annotated[Optional[Path], typer.Option(help="A zhembed index to serve at POST /search.")] = None):
     """Serve an OpenAI-compatible /v1/embeddings API with dynamic batching (and /search over an index)."""
@@ -30,9 +41,12 @@ def serve(model: ModelOpt = None,
     from ..serve.app import Limits
     from ..serve.app import serve as run
 
+    limits = Limits(max_inputs, max_chars, max_batch_tokens, max_wait_ms, max_queue, max_body_bytes, max_total_chars,
+                    max_concurrent, max_k, max_search_queries, request_timeout, fast_lane_chars)
     encoder = Encoder.load(model, backend=backend, num_threads=threads, onnx_spinning=False)
     searchable = _load_index(index, encoder) if index else None
-    run(encoder, host, port, Limits(max_inputs, max_chars, max_batch_tokens, max_wait_ms, max_queue), index=searchable)
+    hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None
+    run(encoder, host, port, limits, allowed_hosts=hosts, index=searchable, api_key=api_key)
 
 
 def _load_index(path: Path, encoder):

@@ -15,7 +15,7 @@ from ..modeldir import SentenceConfig, find_onnx, read_model_config, read_senten
 from .backends import Backend, OnnxBackend, TorchBackend
 from .models import default_model_dir
 from .pooling import normalize as normalize_rows
-from .pooling import pool
+from .pooling import pool, truncate
 from .tokenizer import TruncatingTokenizer, load_tokenizer, pad_token_id
 
 
@@ -97,15 +97,32 @@ class Encoder:
         model's position limit). Safe to call from several threads at different lengths."""
         return self._truncating([self.prompt + t for t in texts], max_length)
 
+    @property
+    def dimensions(self) -> list[int]:
+        """The vector sizes this model serves, largest first: the Matryoshka sizes its directory records, or
+        else only its full size."""
+        return self.config.dimensions or [self.dim]
+
+    def check_dimensions(self, dimensions: int | None) -> int:
+        """`dimensions` itself if the model serves that size (None: the full size), else a clear error."""
+        if dimensions is None:
+            return self.dim
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions not in self.dimensions:
+            raise ZhembedError(f"dimensions must be one of {', '.join(map(str, self.dimensions))} for this model, "
+                               f"got {dimensions!r}")
+        return dimensions
+
     def encode(self, texts: str | Sequence[str], batch_size: int = 32, max_length: int = 256,
                normalize: bool = True, show_progress: bool | None = None,
-               max_batch_tokens: int | None = None) -> np.ndarray:
+               max_batch_tokens: int | None = None, dimensions: int | None = None) -> np.ndarray:
         """Vectors as float32, one row per text in input order (a single string gives one vector).
 
         Texts are sorted by token length and batched by `batch_size`, or, with `max_batch_tokens`, so
         that each padded batch holds at most that many tokens (and at most `batch_size` texts).
+        `dimensions` keeps that many leading components (one of `self.dimensions`), normalized again.
         """
         single = isinstance(texts, str)
+        size = self.check_dimensions(dimensions)
         items = check_texts([texts] if single else texts)
         if batch_size < 1:
             raise ZhembedError(f"batch_size must be positive, got {batch_size}")
@@ -120,6 +137,8 @@ class Encoder:
 
         for idx in tqdm(batches, desc="encode", unit="batch", disable=not show_progress):
             out[idx] = self.embed_ids([ids[i] for i in idx], normalize)
+        if size < self.dim:
+            out = truncate(out, size, renormalize=normalize)
         return out[0] if single else out
 
     def embed_ids(self, batch: list[list[int]], normalize: bool = True) -> np.ndarray:

@@ -23,3 +23,11 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm, in place (zero rows stay zero)."""
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return vectors
+
+
+def truncate(vectors: np.ndarray, dimensions: int, renormalize: bool = True) -> np.ndarray:
+    """The first `dimensions` components of each row (a Matryoshka prefix), unit-length again if asked."""
+    out = np.ascontiguousarray(vectors[..., :dimensions])
+    if renormalize:
+        out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+    return out

@@ -1,14 +1,18 @@
-"""HTTP handling: an OpenAI-compatible embeddings API, /similarity, /health and Prometheus /metrics.
+"""HTTP handling: an OpenAI-compatible embeddings API, /similarity, /search, /health and Prometheus /metrics.
 
-This module validates requests and shapes responses; batching lives in zhembed.batching and the model in
-the Encoder, as text-embeddings-inference keeps router, queue and backend apart.
+This module admits requests (host, API key, size and concurrency limits, all checked before any
+tokenization), validates them and shapes responses; batching lives in serve/batching.py and the model in
+the Encoder, as text-embeddings-inference keeps router, queue and backend apart. Every error is a JSON body
+in OpenAI's shape, never a plain-text 500.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import json
+import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,24 +26,123 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .batching import BatchQueue, QueueFull
-
+from ..errors import ZhembedError
+from ..runtime.pooling import truncate
+from .batching import BatchQueue, Expired, QueueFull
 
 INLINE_TOKENIZE_CHARS = 2000
+SURROGATE = re.compile("[\ud800-\udfff]")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
-def json_response(body: dict) -> Response:
+def json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
     """Serialized by the json module directly: FastAPI's generic encoder is slow on long float lists."""
-    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), media_type="application/json")
+    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status, headers,
+                    media_type="application/json")
 
 
 @dataclass
 class Limits:
-    max_inputs: int = 2048
-    max_chars: int = 20_000
-    max_batch_tokens: int = 8192
-    max_wait_ms: float = 2.0
-    max_queue: int = 4096
+    """Every limit of the server, each with its `zhembed serve` flag (README: Serving)."""
+
+    max_inputs: int = 2048             # --max-inputs: texts per request
+    max_chars: int = 20_000            # --max-chars: characters per text
+    max_batch_tokens: int = 8192       # --max-batch-tokens: padded tokens per forward pass
+    max_wait_ms: float = 0.0           # --max-wait-ms: wait for a batch to fill (0: start at once when idle)
+    max_queue: int = 4096              # --max-queue: texts waiting for the model; beyond: 503
+    max_body_bytes: int = 2 * 2**20    # --max-body-bytes: request body; beyond: 413
+    max_total_chars: int = 250_000     # --max-total-chars: characters of all texts of a request; beyond: 413
+    max_concurrent: int = 512          # --max-concurrent: requests in flight; beyond: 429
+    max_k: int = 100                   # --max-k: hits per /search query
+    max_search_queries: int = 32       # --max-search-queries: queries per /search request
+    request_timeout: float = 30.0      # --request-timeout: seconds a request may wait for the model; beyond: 503
+    fast_lane_chars: int = 512         # --fast-lane-chars: requests up to this many characters never queue behind bigger ones
+
+
+class Guard:
+    """Admission before anything else runs (a plain ASGI middleware): the Host header (against DNS
+    rebinding), the API key, the number of requests in flight and the body size. Each refusal is a JSON
+    error; the body is read here, up to the limit, and handed on to the app."""
+
+    def __init__(self, app, limits: Limits, api_key: str | None, allowed_hosts: list[str] | None):
+        self.app, self.limits, self.api_key = app, limits, api_key
+        self.hosts = None if not allowed_hosts or "*" in allowed_hosts else {h.lower() for h in allowed_hosts}
+        self.in_flight = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self._refuse(scope, headers)
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        self.in_flight += 1
+        try:
+            if scope["method"] in ("POST", "PUT", "PATCH"):
+                body = await self._read_body(receive, headers)
+                if body is None:
+                    return await _error(413, f"the request body exceeds {self.limits.max_body_bytes} bytes "
+                                             "(--max-body-bytes)")(scope, receive, send)
+                receive = _replay(body, receive)
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    def _refuse(self, scope, headers: dict):
+        host = _host_name(headers.get("host", ""))
+        if self.hosts is not None and host not in self.hosts:
+            return _error(400, f"Host {host[:100]!r} is not allowed (--allowed-hosts)")
+        if self.api_key and scope["path"] != "/health":
+            given = headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
+                return _error(401, "a valid API key is required: send 'Authorization: Bearer <key>'",
+                              {"WWW-Authenticate": "Bearer"})
+        if self.in_flight >= self.limits.max_concurrent:
+            return _error(429, f"{self.in_flight} requests are in flight; the limit is {self.limits.max_concurrent} "
+                               "(--max-concurrent)", {"Retry-After": "1"})
+        return None
+
+    async def _read_body(self, receive, headers: dict) -> bytes | None:
+        """The whole body, or None as soon as it is longer than the limit."""
+        limit = self.limits.max_body_bytes
+        if headers.get("content-length", "").isdigit() and int(headers["content-length"]) > limit:
+            return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                return None
+            if not message.get("more_body"):
+                break
+        return b"".join(chunks)
+
+
+def _host_name(host: str) -> str:
+    """The Host header without its port: 'localhost:8080' -> 'localhost', '[::1]:8080' -> '::1'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _replay(body: bytes, receive):
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
+
+
+def _error(status: int, message: str, headers: dict | None = None, param: str | None = None):
+    return JSONResponse(_error_body(status, message, param), status, headers=headers)
 
 
 class ApiError(Exception):
@@ -50,9 +153,10 @@ class ApiError(Exception):
 
 class EmbeddingsRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    input: str | list[str]
+    input: str | list[str] | list[int] | list[list[int]]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
 
 
 class SimilarityRequest(BaseModel):
@@ -66,7 +170,9 @@ class SearchRequest(BaseModel):
 
 
 def _error_body(status: int, message: str, param: str | None = None) -> dict:
+    """OpenAI's error shape; lone surrogates from the request are escaped so the body always encodes."""
     kind = "invalid_request_error" if status < 500 else "server_error"
+    message, param = (SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", x) if x else x for x in (message, param))
     return {"error": {"message": message, "type": kind, "param": param, "code": status}}
 
 
@@ -117,43 +223,65 @@ class Observe:
 
 
 def create_app(encoder, limits: Limits | None = None, model_name: str | None = None, max_length: int | None = None,
-               index=None) -> FastAPI:
-    """The FastAPI app around an Encoder (and optionally a zhembed.Index for /search); the batching worker
-    starts and stops with the app."""
+               index=None, api_key: str | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The FastAPI app around an Encoder (and optionally a zhembed.Index for /search); the batching workers
+    start and stop with the app. `allowed_hosts` None or ['*'] accepts any Host header."""
     limits = limits or Limits()
     max_length = min(max_length or encoder.config.max_seq_length, encoder.max_positions)
     name = model_name or encoder.path.name
     metrics = Metrics()
-    state: dict = {}
+    lanes: dict[str, BatchQueue] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state["queue"] = BatchQueue(encoder.embed_ids, limits.max_batch_tokens, limits.max_wait_ms,
-                                    limits.max_queue, metrics.on_batch)
+        for lane in ("fast", "bulk"):  # small requests never queue behind big ones
+            lanes[lane] = BatchQueue(encoder.embed_ids, limits.max_batch_tokens, limits.max_wait_ms,
+                                     limits.max_queue, metrics.on_batch)
         yield
-        await asyncio.to_thread(state["queue"].close)
+        await asyncio.gather(*(asyncio.to_thread(q.close) for q in lanes.values()))
+
+    def queue_depth() -> int:
+        return sum(q.depth for q in lanes.values())
 
     app = FastAPI(title="zhembed", lifespan=lifespan)
 
-    def check(texts: list[str], param: str) -> None:
+    def check(texts: list, param: str) -> None:
+        """Every limit that needs no tokenization, and well-formed text."""
         if not texts:
             raise ApiError(400, f"'{param}' must not be empty", param)
         if len(texts) > limits.max_inputs:
             raise ApiError(413, f"{len(texts)} inputs exceed the limit of {limits.max_inputs} (--max-inputs)", param)
+        total = 0
         for i, text in enumerate(texts):
             if len(text) > limits.max_chars:
                 raise ApiError(413, f"{param}[{i}] has {len(text)} characters; the limit is {limits.max_chars} "
                                     "(--max-chars)", param)
+            if SURROGATE.search(text):
+                raise ApiError(400, f"{param}[{i}] contains a lone UTF-16 surrogate, which is not text; "
+                                    "send valid Unicode", param)
+            total += len(text)
+        if total > limits.max_total_chars:
+            raise ApiError(413, f"the request's texts have {total} characters; the limit is {limits.max_total_chars} "
+                                "(--max-total-chars)", param)
 
-    async def embed(texts: list[str]) -> tuple[np.ndarray, int, int]:
+    async def embed(request: Request, texts: list[str]) -> tuple[np.ndarray, int, int]:
+        lane = lanes["fast" if sum(map(len, texts)) <= limits.fast_lane_chars else "bulk"]
+        if not lane.has_room(len(texts)):  # refused before any tokenization
+            raise ApiError(503, f"server busy: {lane.depth} texts are queued; the limit is {limits.max_queue}",
+                           headers={"Retry-After": "1"})
         if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:  # cheaper than a hop to a thread
             ids = encoder.tokenize(texts, max_length)
         else:
             ids = await asyncio.to_thread(encoder.tokenize, texts, max_length)
         try:
-            vectors = await state["queue"].submit(ids)
+            vectors = await until_disconnected(request, lane.submit(ids, limits.request_timeout))
         except QueueFull as e:
             raise ApiError(503, f"server busy: {e}", headers={"Retry-After": "1"}) from None
+        except Expired:
+            raise ApiError(503, f"the model did not reach this request within {limits.request_timeout:g} s "
+                                "(--request-timeout); retry later", headers={"Retry-After": "1"}) from None
+        except Exception as e:
+            raise ApiError(400, f"the model could not encode this input ({type(e).__name__})") from None
         truncated = sum(len(x) >= max_length for x in ids)
         return vectors, sum(map(len, ids)), truncated
 
@@ -173,11 +301,24 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
     async def http_error(_: Request, e: StarletteHTTPException):
         return JSONResponse(_error_body(e.status_code, str(e.detail)), e.status_code)
 
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, e: Exception):  # a JSON error rather than a plain-text 500
+        return JSONResponse(_error_body(500, f"internal error ({type(e).__name__})"), 500)
+
     @app.post("/v1/embeddings")
-    async def embeddings(req: EmbeddingsRequest):
+    async def embeddings(req: EmbeddingsRequest, request: Request):
         texts = [req.input] if isinstance(req.input, str) else req.input
+        if any(not isinstance(t, str) for t in texts):
+            raise ApiError(400, "input as token ids is not supported: this model has its own tokenizer; send the "
+                                "text itself (a string or a list of strings)", "input")
         check(texts, "input")
-        vectors, tokens, truncated = await embed(texts)
+        try:
+            size = encoder.check_dimensions(req.dimensions)
+        except ZhembedError as e:
+            raise ApiError(400, str(e), "dimensions") from None
+        vectors, tokens, truncated = await embed(request, texts)
+        if size < encoder.dim:
+            vectors = truncate(vectors, size)
         data = [{"object": "embedding", "index": i,
                  "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if req.encoding_format == "base64"
                  else v.tolist()} for i, v in enumerate(vectors)]
@@ -185,44 +326,69 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
                               "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "truncated_inputs": truncated}})
 
     @app.post("/similarity")
-    async def similarity(req: SimilarityRequest):
+    async def similarity(req: SimilarityRequest, request: Request):
         check(req.targets, "targets")
         check([req.source], "source")
-        vectors, tokens, _ = await embed([req.source, *req.targets])
+        vectors, tokens, _ = await embed(request, [req.source, *req.targets])
         scores = vectors[1:] @ vectors[0]
         return {"scores": [round(float(s), 6) for s in scores], "usage": {"prompt_tokens": tokens}}
 
     @app.post("/search")
-    async def search(req: SearchRequest):
+    async def search(req: SearchRequest, request: Request):
         if index is None:
             raise ApiError(404, "this server has no index; start it with --index DIR")
         queries = [req.query] if isinstance(req.query, str) else req.query
         check(queries, "query")
-        if not 1 <= req.k <= 1000:
-            raise ApiError(400, f"k must be between 1 and 1000, got {req.k}", "k")
-        vectors, tokens, _ = await embed(queries)
+        if len(queries) > limits.max_search_queries:
+            raise ApiError(413, f"{len(queries)} queries exceed the limit of {limits.max_search_queries} "
+                                "(--max-search-queries)", "query")
+        if not 1 <= req.k <= limits.max_k:
+            raise ApiError(400, f"k must be between 1 and {limits.max_k} (--max-k), got {req.k}", "k")
+        vectors, tokens, _ = await embed(request, queries)
         hits = await asyncio.to_thread(index.search_vectors, vectors, req.k)
-        return {"results": [[{"id": h.id, "text": h.text, "score": round(h.score, 6)} for h in row] for row in hits],
-                "usage": {"prompt_tokens": tokens}}
+        return json_response({"results": [[{"id": h.id, "text": h.text, "score": round(h.score, 6)} for h in row]
+                                          for row in hits], "usage": {"prompt_tokens": tokens}})
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": name, "dim": encoder.dim, "backend": encoder.backend.name}
+        if not lanes or not all(q.alive for q in lanes.values()):
+            return JSONResponse({"status": "unhealthy", "reason": "the model worker has stopped"}, 503)
+        return {"status": "ok", "model": name, "dim": encoder.dim, "backend": encoder.backend.name,
+                "queue_depth": queue_depth()}
 
     @app.get("/metrics")
     async def metrics_endpoint():
-        metrics.queue_depth.set(state["queue"].depth)
+        metrics.queue_depth.set(queue_depth())
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(Observe, metrics=metrics, queue_depth=lambda: state["queue"].depth if "queue" in state else 0,
-                       paths={r.path for r in app.routes})
-    app.state.zhembed = state
+    app.add_middleware(Guard, limits=limits, api_key=api_key, allowed_hosts=allowed_hosts)
+    app.add_middleware(Observe, metrics=metrics, queue_depth=queue_depth, paths={r.path for r in app.routes})
+    app.state.zhembed = lanes
     return app
 
 
-def serve(encoder, host: str = "127.0.0.1", port: int = 8080, limits: Limits | None = None, **kw) -> None:
+async def until_disconnected(request: Request, work):
+    """Await `work`; if the client goes away first, cancel it (its texts never reach the model)."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.25)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            raise ApiError(499, "the client closed the connection")
+
+
+def default_allowed_hosts(host: str) -> list[str]:
+    """Loopback names when the server listens on loopback (against DNS rebinding), else any."""
+    return list(LOOPBACK_HOSTS) if host in LOOPBACK_HOSTS else ["*"]
+
+
+def serve(encoder, host: str = "127.0.0.1", port: int = 8080, limits: Limits | None = None,
+          allowed_hosts: list[str] | None = None, **kw) -> None:
     """Run the server until SIGINT/SIGTERM; in-flight requests finish before it exits."""
     import uvicorn
 
-    uvicorn.run(create_app(encoder, limits, **kw), host=host, port=port, log_level="info",
+    hosts = allowed_hosts or default_allowed_hosts(host)
+    uvicorn.run(create_app(encoder, limits, allowed_hosts=hosts, **kw), host=host, port=port, log_level="info",
                 timeout_graceful_shutdown=30, access_log=False)

@@ -1,8 +1,15 @@
 """The micro-batching queue between HTTP handlers and the model.
 
-Handlers submit tokenized texts and await futures; one worker thread owns the model. Whenever the model
-is free it takes the pending texts in arrival order, up to a padded-token budget, waiting at most
-`max_wait_ms` for a batch to fill, runs one forward pass and routes each vector back to its request.
+Handlers submit the tokenized texts of one request (a job) and await its vectors; one worker thread owns
+the model. Whenever the model is free, the worker forms a batch from the pending jobs and runs one forward
+pass:
+- no fixed wait: an idle model starts at once, and batches grow while it is busy (`max_wait_ms` > 0 makes
+  it wait that long for a batch to fill, counted from the oldest job's arrival);
+- smallest job first: a one-text request goes before the rest of a 64-text one, so it never waits behind
+  another request's texts; a job waiting longer than `max_delay_ms` goes first whatever its size;
+- texts of one job are taken in length order, so a batch pads little, within a padded-token budget;
+- a failing batch is retried text by text, so only the bad input fails;
+- jobs whose client went away or whose deadline passed are dropped before they reach the model.
 The event loop never runs the model, and a full queue is refused at once rather than queued.
 """
 
@@ -11,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,20 +28,36 @@ class QueueFull(Exception):
     """More texts are waiting than the queue admits."""
 
 
+class Expired(Exception):
+    """The request's deadline passed before the model reached it."""
+
+
 @dataclass
-class _Item:
-    ids: list[int]
+class _Job:
+    """The texts of one request: token ids, where each result goes, and the order to take them in."""
+
+    ids: list[list[int]]
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    deadline: float
     arrived: float = field(default_factory=time.monotonic)
+    results: list = field(default_factory=list)
+    todo: list[int] = field(default_factory=list)  # positions not yet batched, shortest last (popped first)
+
+    def __post_init__(self):
+        self.results = [None] * len(self.ids)
+        self.todo = sorted(range(len(self.ids)), key=lambda i: -len(self.ids[i]))
+        self.size = sum(map(len, self.ids))
 
 
 class BatchQueue:
     def __init__(self, embed: Callable[[list[list[int]]], np.ndarray], max_batch_tokens: int = 8192,
-                 max_wait_ms: float = 2.0, max_queue: int = 4096, on_batch: Callable[[int, int], None] | None = None):
+                 max_wait_ms: float = 0.0, max_queue: int = 4096, on_batch: Callable[[int, int], None] | None = None,
+                 max_delay_ms: float = 500.0):
         self.embed, self.max_batch_tokens, self.max_wait = embed, max_batch_tokens, max_wait_ms / 1000
-        self.max_queue, self.on_batch = max_queue, on_batch
-        self._pending: deque[_Item] = deque()
+        self.max_queue, self.on_batch, self.max_delay = max_queue, on_batch, max_delay_ms / 1000
+        self._jobs: list[_Job] = []
+        self._depth = 0
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="zhembed-batcher", daemon=True)
@@ -43,54 +65,110 @@ class BatchQueue:
 
     @property
     def depth(self) -> int:
-        return len(self._pending)
+        """Texts waiting for the model."""
+        return self._depth
 
-    async def submit(self, ids: list[list[int]]) -> np.ndarray:
-        """Vectors for these tokenized texts, in order; QueueFull if the queue has no room for them."""
+    @property
+    def alive(self) -> bool:
+        """Whether the worker thread that runs the model is running."""
+        return self._thread.is_alive()
+
+    def has_room(self, texts: int) -> bool:
+        return self._depth + texts <= self.max_queue
+
+    async def submit(self, ids: list[list[int]], timeout: float = 60.0) -> np.ndarray:
+        """Vectors for one request's tokenized texts, in order. QueueFull if there is no room for them,
+        Expired if the model has not reached them within `timeout` seconds; cancelling the caller drops
+        the texts that have not reached the model."""
         loop = asyncio.get_running_loop()
-        items = [_Item(x, loop.create_future(), loop) for x in ids]
+        job = _Job(ids, loop.create_future(), loop, time.monotonic() + timeout)
         with self._cond:
             if self._stopping:
                 raise QueueFull("the server is shutting down")
-            if len(self._pending) + len(items) > self.max_queue:
-                raise QueueFull(f"{len(self._pending)} texts are queued; the limit is {self.max_queue}")
-            self._pending.extend(items)
+            if not self.has_room(len(ids)):
+                raise QueueFull(f"{self._depth} texts are queued; the limit is {self.max_queue}")
+            self._jobs.append(job)
+            self._depth += len(ids)
             self._cond.notify()
-        return np.stack(await asyncio.gather(*(item.future for item in items)))
+        return await job.future
 
-    def _take(self) -> list[_Item] | None:
+    def _take(self) -> list[tuple[_Job, int]] | None:
         """Block until there is work (None when stopping), then take a batch within the token budget."""
         with self._cond:
-            while not self._pending:
+            while True:
+                self._drop_finished()
+                if self._jobs:
+                    break
                 if self._stopping:
                     return None
                 self._cond.wait()
-            deadline = self._pending[0].arrived + self.max_wait
-            while self._fits() == len(self._pending) and time.monotonic() < deadline:
-                self._cond.wait(max(0.0, deadline - time.monotonic()))
-            return [self._pending.popleft() for _ in range(self._fits())]
+            if self.max_wait:
+                deadline = min(job.arrived for job in self._jobs) + self.max_wait
+                while self._depth * self._longest() < self.max_batch_tokens and time.monotonic() < deadline \
+                        and not self._stopping:
+                    self._cond.wait(max(0.0, deadline - time.monotonic()))
+                    self._drop_finished()
+                if not self._jobs:
+                    return []
+            return self._fill()
 
-    def _fits(self) -> int:
-        """How many of the first pending texts fit the padded-token budget (at least one)."""
-        n = longest = 0
-        for item in self._pending:
-            longest = max(longest, len(item.ids))
-            if n and (n + 1) * longest > self.max_batch_tokens:
+    def _drop_finished(self) -> None:
+        """Forget jobs whose caller went away, and fail those past their deadline."""
+        now = time.monotonic()
+        for job in [j for j in self._jobs if j.future.cancelled() or j.deadline < now]:
+            self._jobs.remove(job)
+            self._depth -= len(job.todo)
+            if not job.future.cancelled():
+                job.loop.call_soon_threadsafe(_settle, job.future, None, Expired("the request waited past its deadline"))
+
+    def _longest(self) -> int:
+        return max(len(job.ids[i]) for job in self._jobs for i in job.todo)
+
+    def _fill(self) -> list[tuple[_Job, int]]:
+        """Overdue jobs first (oldest first), then the smallest jobs; each job's texts shortest first."""
+        now = time.monotonic()
+        order = sorted(self._jobs, key=lambda j: (now - j.arrived < self.max_delay, j.size, j.arrived))
+        batch: list[tuple[_Job, int]] = []
+        longest = 0
+        for job in order:
+            while job.todo:
+                width = max(longest, len(job.ids[job.todo[-1]]))
+                if batch and (len(batch) + 1) * width > self.max_batch_tokens:
+                    break
+                batch.append((job, job.todo.pop()))
+                longest = width
+            if job.todo:
                 break
-            n += 1
-        return n
+        self._depth -= len(batch)
+        self._jobs = [j for j in self._jobs if j.todo]
+        return batch
 
     def _run(self) -> None:
         while (batch := self._take()) is not None:
-            try:
-                vectors = self.embed([item.ids for item in batch])
-                results = [(item, vec, None) for item, vec in zip(batch, vectors)]
-            except Exception as e:  # a model failure fails these requests, never the worker
-                results = [(item, None, e) for item in batch]
+            if not batch:
+                continue
+            for (job, i), vector, error in zip(batch, *self._embed_each(batch)):
+                job.results[i] = error if error is not None else vector
+                if all(r is not None for r in job.results):
+                    errors = [r for r in job.results if isinstance(r, Exception)]
+                    value = None if errors else np.stack(job.results)
+                    job.loop.call_soon_threadsafe(_settle, job.future, value, errors[0] if errors else None)
             if self.on_batch:
-                self.on_batch(len(batch), sum(len(item.ids) for item in batch))
-            for item, vec, err in results:
-                item.loop.call_soon_threadsafe(_resolve, item.future, vec, err)
+                self.on_batch(len(batch), sum(len(job.ids[i]) for job, i in batch))
+
+    def _embed_each(self, batch: list[tuple[_Job, int]]) -> tuple[list, list]:
+        """Vectors (or errors) for each text of the batch; after a failure, each text alone."""
+        try:
+            return list(self.embed([job.ids[i] for job, i in batch])), [None] * len(batch)
+        except Exception as e:  # a model failure fails only its own input, never the worker
+            if len(batch) == 1:
+                return [None], [e]
+        vectors, errors = [], []
+        for item in batch:
+            vector, error = self._embed_each([item])
+            vectors += vector
+            errors += error
+        return vectors, errors
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish what is queued, then stop the worker."""
@@ -100,8 +178,8 @@ class BatchQueue:
         self._thread.join(timeout)
 
 
-def _resolve(future: asyncio.Future, value, error) -> None:
-    if future.cancelled():
+def _settle(future: asyncio.Future, value, error) -> None:
+    if future.done():
         return
     if error is not None:
         future.set_exception(error)

@@ -1,0 +1,97 @@
+"""The serving queue on its own, with a fake model: order, per-item retry, deadlines, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from zhembed.serve.batching import BatchQueue, Expired
+
+
+def fake_model(log: list, delay_per_text: float = 0.0, bad: int | None = None):
+    """A model whose vector is [first token id]; it fails any batch holding the token `bad`."""
+    def embed(batch: list[list[int]]) -> np.ndarray:
+        log.append([ids[0] for ids in batch])
+        time.sleep(delay_per_text * len(batch))
+        if bad is not None and any(bad in ids for ids in batch):
+            raise ValueError("bad input")
+        return np.array([[float(ids[0])] for ids in batch])
+    return embed
+
+
+def test_a_short_request_does_not_wait_behind_a_long_one():
+    async def scenario():
+        log: list = []
+        queue = BatchQueue(fake_model(log, 0.002), max_batch_tokens=8 * 4)
+        long = asyncio.ensure_future(queue.submit([[1000 + i] * 4 for i in range(48)]))
+        await asyncio.sleep(0.005)  # the long request's first batch is running
+        short = await queue.submit([[7] * 4])
+        done_when_short_finished = long.done()
+        await long
+        queue.close()
+        return log, short, done_when_short_finished
+
+    log, short, long_was_done = asyncio.run(scenario())
+    assert short.tolist() == [[7.0]] and not long_was_done
+    assert any(7 in batch for batch in log[:2]), log  # in the next batch, not after all 48 texts
+
+
+def test_a_failing_batch_fails_only_the_bad_input():
+    async def scenario():
+        log: list = []
+        queue = BatchQueue(fake_model(log, bad=666), max_wait_ms=50)
+        good, bad = await asyncio.gather(queue.submit([[1], [2]]), queue.submit([[666]]), return_exceptions=True)
+        queue.close()
+        return log, good, bad
+
+    log, good, bad = asyncio.run(scenario())
+    assert good.tolist() == [[1.0], [2.0]] and isinstance(bad, ValueError)
+    assert len(log[0]) == 3  # one batch with all three, then each alone
+
+
+def test_a_request_past_its_deadline_expires_and_a_cancelled_one_never_runs():
+    release, log = threading.Event(), []
+
+    def slow(batch):
+        release.wait(5)
+        log.append(batch[0][0])
+        return np.zeros((len(batch), 1))
+
+    async def scenario():
+        queue = BatchQueue(slow)
+        first = asyncio.ensure_future(queue.submit([[1]]))
+        await asyncio.sleep(0.05)  # the model is busy with the first request
+        expiring = asyncio.ensure_future(queue.submit([[2]], timeout=0.05))
+        cancelled = asyncio.ensure_future(queue.submit([[3]]))
+        await asyncio.sleep(0.1)  # the second one's deadline passes; the third one's client goes away
+        cancelled.cancel()
+        await asyncio.sleep(0.01)
+        release.set()
+        await first
+        with pytest.raises(Expired):
+            await expiring
+        await queue.submit([[4]])
+        queue.close()
+
+    asyncio.run(scenario())
+    assert log == [1, 4]  # neither the expired nor the cancelled request reached the model
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_worker_is_visible():
+    def dies(batch):
+        raise SystemExit("the worker thread ends")
+
+    async def scenario():
+        queue = BatchQueue(dies)
+        task = asyncio.ensure_future(queue.submit([[1]], timeout=0.5))
+        await asyncio.sleep(0.2)
+        alive = queue.alive
+        task.cancel()
+        return alive
+
+    assert asyncio.run(scenario()) is False
