@@ -59,8 +59,9 @@ def test_build_search_add_and_hnsw(encoder, tmp_path):
     hits = index.search(SENTENCES[:3], k=5)
     assert [h[0].text for h in hits] == SENTENCES[:3] and hits[0][0].score == pytest.approx(1, abs=1e-5)
     assert index.meta["faiss_index"] == "IndexFlatIP" and len(index) == 40
+    assert len(ix.build_index(records, tmp_path / "idx", encoder, None, "again")) == 40  # a rerun: nothing to do
     with pytest.raises(ZhembedError, match="already holds an index"):
-        ix.build_index(records, tmp_path / "idx", encoder, None, "again")
+        ix.build_index(read_records(_corpus(tmp_path, SENTENCES[:7], "other.txt")), tmp_path / "idx", encoder, None, "b")
 
     more = read_records(_corpus(tmp_path, SENTENCES[40:60], "more.txt"))
     index = ix.build_index(more, tmp_path / "idx", encoder, None, "more.txt", append=True, show_progress=False)
@@ -230,3 +231,14 @@ def test_readers_drop_a_bom_keep_unicode_line_separators_and_survive_all_bad_tsv
     (tmp_path / "bad.tsv").write_bytes(b"\xff\xfe\n\xff\n")
     with pytest.raises(ZhembedError, match="header line is not readable"):
         read_records(tmp_path / "bad.tsv", skip_bad=True)
+
+
+def test_rerunning_an_add_that_completed_adds_nothing(encoder, tmp_path, capsys):
+    """A kill after the switch to the new generation, before the command could report: the rerun must not
+    add the same texts twice."""
+    ix.build_index(_records(SENTENCES[:5]), tmp_path / "idx", encoder, None, "a", show_progress=False)
+    for _ in range(2):
+        index = ix.build_index(_records(SENTENCES[5:9]), tmp_path / "idx", encoder, None, "b", append=True,
+                               show_progress=False)
+    assert len(index) == 9 and sorted(index.texts) == sorted(SENTENCES[:9])
+    assert "already in" in capsys.readouterr().err

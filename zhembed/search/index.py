@@ -274,13 +274,23 @@ def build_index(records: Records, out: Path, encoder, model: str | None, source:
 
 def _build_locked(records: Records, out: Path, encoder, model: str | None, source: str, ann: str, batch_size: int,
                   max_length: int, append: bool, show_progress: bool) -> Index:
-    previous = Index.load(out, encoder) if append else None
-    if not append and live_generation(out) is not None:
-        raise ZhembedError(f"{out} already holds an index; use `zhembed index add` to extend it, or another --out")
-    if previous is not None:
-        model, max_length = previous.meta["model"], previous.meta["max_length"]
+    existing = Index.load(out, encoder) if live_generation(out) is not None else None
+    if append and existing is None:
+        raise ZhembedError(f"{out} is not a zhembed index (no CURRENT file); build one with `zhembed index build`")
+    if existing is not None:
+        model, max_length = existing.meta["model"], existing.meta["max_length"]
     work = out / ".partial"
-    key = fingerprint(records, model, encoder.backend.name, max_length) + (f"+{len(previous)}" if previous else "")
+    input_key = fingerprint(records, model, encoder.backend.name, max_length)
+    if existing is not None:  # a rerun of a command that completed (perhaps killed just after): nothing to do
+        done = input_key in existing.meta.get("inputs", []) if append else existing.meta.get("inputs") == [input_key]
+        if not done and not append:
+            raise ZhembedError(f"{out} already holds an index; use `zhembed index add` to extend it, or another --out")
+        if done:
+            print(f"zhembed: {source} is already in {out}; nothing to do", file=sys.stderr)
+            shutil.rmtree(work, ignore_errors=True)
+            return existing
+    previous = existing
+    key = input_key + (f"+{len(previous)}" if previous else "")
     vectors = encode_chunks(records, encoder, work, key, batch_size, max_length, show_progress)
     start = len(previous) if previous else 0
     given = records.ids or [None] * len(records.texts)
@@ -292,8 +302,9 @@ def _build_locked(records: Records, out: Path, encoder, model: str | None, sourc
         texts = previous.texts + records.texts
     else:
         texts = records.texts
+    inputs = (previous.meta.get("inputs", []) if previous else []) + [input_key]
     meta = {"format": 1, "model": model, "backend": encoder.backend.name, "model_id": encoder.model_id,
-            "dim": int(vectors.shape[1]), "max_length": max_length, "sources": sources}
+            "dim": int(vectors.shape[1]), "max_length": max_length, "sources": sources, "inputs": inputs}
     index = write_index(out, meta, vectors, ids, texts, previous.meta["ann"] if previous else ann, encoder)
     shutil.rmtree(work, ignore_errors=True)
     return index

