@@ -57,22 +57,28 @@ def exactly_once(index_dir: Path, expected: list[str]) -> tuple[int, int]:
 
 
 def kill_and_resume(work: Path, texts: list[str], kills: int, rng: random.Random) -> dict:
-    """Kill build (then add) at random moments; rerun until done; check loadability and exactly-once."""
+    """kill -9 `index build`, then `index add`, at random moments until `kills` runs were killed mid-work
+    (half in each phase, the rest in add); each next run resumes. After every kill the index must load
+    (once one exists); at the end every text is in it exactly once."""
     half = len(texts) // 2
     base, extra = write_lines(work / "base.txt", texts[:half]), write_lines(work / "extra.txt", texts[half:])
     out = work / "index"
-    commands = [[*ZHEMBED, "index", "build", "--input", str(base), "--out", str(out)],
-                [*ZHEMBED, "index", "add", str(out), "--input", str(extra)]]
+    phases = [[*ZHEMBED, "index", "build", "--input", str(base), "--out", str(out)],
+              [*ZHEMBED, "index", "add", str(out), "--input", str(extra)]]
     killed, unloadable, runs = 0, 0, 0
-    for step, command in enumerate(commands):
-        for _ in range(kills // 2 if step == 0 else kills - kills // 2):
+    for phase, command in enumerate(phases):
+        quota = kills // 2 if phase == 0 else kills - killed
+        for _ in range(quota * 3):  # a run that finished before its moment counts as done, not as a kill
+            if killed >= (kills // 2 if phase == 0 else kills):
+                break
             proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.3, 6.0))
+            time.sleep(rng.uniform(0.2, 2.5))
             runs += 1
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                killed += 1
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGKILL)
             proc.wait()
+            killed += 1
             if (out / "CURRENT").exists():
                 try:
                     Index.load(out)
@@ -236,7 +242,7 @@ def mixed_load(url: str, sentences: list[str], n: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/corpus/sentences.txt")
-    parser.add_argument("--texts", type=int, default=20_000)
+    parser.add_argument("--texts", type=int, default=40_000)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--fuzz", type=int, default=600)
     parser.add_argument("--short", type=int, default=300, help="one-sentence requests per p99 measurement")

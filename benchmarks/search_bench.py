@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from zhembed import Encoder
-from zhembed import index as ix
+from zhembed.search import index as ix
 from zhembed.eval.speed import cpu_name
 from zhembed.textio import Records, read_lines
 

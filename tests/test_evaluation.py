@@ -114,6 +114,11 @@ def test_eval_and_bench_commands(monkeypatch, capsys, tiny_bert, tmp_path):
     assert set(doc["models"][0]["tasks"]) == {"csts_dev", "mine"} and "versions" in doc and "date" in doc
     assert doc["models"][0]["tasks"]["csts_dev"]["pairs"] == 52 and "| Gap |" in out
     assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
+    _cli(monkeypatch, capsys, "eval", tiny_bert, "--data", data, "--tasks", "csts_dev", "--dimensions", "32,16,8",
+         "--json", tmp_path / "d.json")
+    rows = json.loads((tmp_path / "d.json").read_text())["models"]
+    assert [r["model"] for r in rows] == [f"{tiny_bert} @{d}" for d in (32, 16, 8)]
+    assert rows[0]["tasks"]["csts_dev"] == doc["models"][0]["tasks"]["csts_dev"]  # full size: the plain evaluation
 
     for name in ("csts_test", "afqmc_dev", "lcqmc_dev", "bqcorpus_dev", "pawsx_dev", "xiaobu_dev"):
         (data / f"{name}.tsv").write_text(pairs + "\n", encoding="utf-8")

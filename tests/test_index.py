@@ -102,7 +102,7 @@ def test_killed_build_resumes_to_the_same_index(encoder, tmp_path, monkeypatch):
 def test_killed_add_leaves_the_old_index_loadable(encoder, tmp_path, monkeypatch):
     ix.build_index(read_records(_corpus(tmp_path, SENTENCES[:20])), tmp_path / "idx", encoder, None, "c",
                    show_progress=False)
-    monkeypatch.setattr(ix, "make_ann", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(ix.ann_lib, "build", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         ix.build_index(read_records(_corpus(tmp_path, SENTENCES[20:30], "more.txt")), tmp_path / "idx", encoder,
                        None, "more", append=True, show_progress=False)
@@ -185,7 +185,9 @@ def test_the_generation_before_the_live_one_stays_for_readers(encoder, tmp_path)
 
 @pytest.mark.parametrize("damage, message", [
     (lambda gen, root: (gen / "records.jsonl").write_text(
-        "".join((gen / "records.jsonl").read_text().splitlines(keepends=True)[:-1])), "inconsistent: 5 vectors, 4 records"),
+        "".join((gen / "records.jsonl").read_text().splitlines(keepends=True)[:-1])), "does not match"),
+    (lambda gen, root: ((gen / "records.offsets.npy").unlink(), (gen / "records.jsonl").write_text(
+        "".join((gen / "records.jsonl").read_text().splitlines(keepends=True)[:-1]))), "inconsistent: 5 vectors, 4 records"),
     (lambda gen, root: (gen / "meta.json").write_text("{broken"), "meta.json is unreadable"),
     (lambda gen, root: (gen / "vectors.faiss").write_bytes(b"not faiss"), "not a readable faiss index"),
     (lambda gen, root: (root / "CURRENT").write_text("/etc"), "not a generation of this index"),
@@ -242,3 +244,32 @@ def test_rerunning_an_add_that_completed_adds_nothing(encoder, tmp_path, capsys)
                                show_progress=False)
     assert len(index) == 9 and sorted(index.texts) == sorted(SENTENCES[:9])
     assert "already in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8", "binary"])
+@pytest.mark.parametrize("ann", ["exact", "hnsw"])
+def test_every_precision_finds_the_same_neighbours_and_extends(encoder, tmp_path, precision, ann):
+    out = tmp_path / "idx"
+    index = ix.build_index(_records(SENTENCES[:50]), out, encoder, None, "a", ann=ann, precision=precision,
+                           show_progress=False)
+    assert (index.meta["precision"], index.meta["dimensions"], index.meta["dim"]) == (precision, 32, 32)
+    hits = ix.Index.load(out, encoder).search(SENTENCES[:10], k=3)
+    assert [row[0].text for row in hits] == SENTENCES[:10]  # rescored with the exact vectors: itself first
+    exact = encoder.encode(SENTENCES[:50], max_length=128)
+    for row, q in zip(hits, exact[:10]):
+        np.testing.assert_allclose([h.score for h in row], np.sort(exact @ q)[::-1][:3], atol=1e-4)
+    ix.build_index(_records(SENTENCES[50:]), out, encoder, None, "b", append=True, show_progress=False)
+    grown = ix.Index.load(out, encoder)
+    assert len(grown) == len(SENTENCES) and grown.meta["precision"] == precision
+    assert grown.search(SENTENCES[55], k=1)[0][0].text == SENTENCES[55]
+
+
+def test_an_index_of_a_prefix_of_the_vectors(encoder, tmp_path):
+    index = ix.build_index(_records(SENTENCES[:30]), tmp_path / "idx", encoder, None, "a", dimensions=16,
+                           show_progress=False)
+    assert index.meta["dimensions"] == 16 and index.vectors().shape == (30, 16)
+    assert ix.Index.load(tmp_path / "idx", encoder).search(SENTENCES[4], k=1)[0][0].text == SENTENCES[4]
+    with pytest.raises(ZhembedError, match="multiple of 8"):
+        ix.build_index(_records(SENTENCES[:5]), tmp_path / "b", encoder, None, "a", dimensions=12, precision="binary")
+    with pytest.raises(ZhembedError, match="unknown --precision"):
+        ix.build_index(_records(SENTENCES[:5]), tmp_path / "c", encoder, None, "a", precision="int4")

@@ -25,6 +25,13 @@ def _task_pairs(specs: list[str]) -> dict[str, Path]:
     return pairs
 
 
+def _sizes(spec: str | None) -> list[int]:
+    try:
+        return [int(x) for x in spec.split(",") if x.strip()] if spec else []
+    except ValueError:
+        raise ZhembedError(f"--dimensions takes comma-separated integers, got {spec!r}") from None
+
+
 @app.command("eval")
 def eval_cmd(models: Annotated[list[str], typer.Argument(help="Model directories (the first is the baseline).")],
              data: Annotated[Optional[Path], typer.Option(help="Folder of TSV splits (default: ../shared/data/eval).")] = None,
@@ -33,7 +40,9 @@ def eval_cmd(models: Annotated[list[str], typer.Argument(help="Model directories
              json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report here.")] = None,
              markdown_path: Annotated[Optional[Path], typer.Option("--markdown", help="Write the Markdown tables here.")] = None,
              plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG bar chart here.")] = None,
-             batch_size: BatchOpt = 32, max_length: MaxLenOpt = 256, backend: AccuracyBackendOpt = "torch"):
+             batch_size: BatchOpt = 32, max_length: MaxLenOpt = 256, backend: AccuracyBackendOpt = "torch",
+             dimensions: Annotated[Optional[str], typer.Option(
+                 help="Comma-separated vector sizes, e.g. 384,256,128,64,32: one row per size (a prefix, normalized).")] = None):
     """Spearman x 100 on Chinese STS/matching splits, in both protocols (seed and cosine)."""
     import time
 
@@ -42,13 +51,16 @@ def eval_cmd(models: Annotated[list[str], typer.Argument(help="Model directories
     needs("eval", "zhembed eval")
 
     task_list = ev.load_tasks(data, [t for t in (tasks or "").split(",") if t] or None, _task_pairs(task or []))
+    sizes = _sizes(dimensions)
     results = []
     for model in models:
         start = time.time()
-        scores = ev.evaluate_encoder(load_encoder(model, backend), task_list, batch_size, max_length)
-        results.append(ev.summarize(model, scores, time.time() - start))
-        typer.echo(f"{model}: cosine {results[-1]['avg']['cosine']:.2f}, seed {results[-1]['avg']['seed']:.2f} "
-                   f"({results[-1]['seconds']:.0f} s)", err=True)
+        encoder = load_encoder(model, backend)
+        by_size = ev.evaluate_dimensions(encoder, task_list, sizes or [encoder.dim], batch_size, max_length)
+        for size, scores in by_size.items():
+            results.append(ev.summarize(f"{model} @{size}" if sizes else model, scores, time.time() - start))
+            typer.echo(f"{results[-1]['model']}: cosine {results[-1]['avg']['cosine']:.2f}, "
+                       f"seed {results[-1]['avg']['seed']:.2f} ({results[-1]['seconds']:.0f} s)", err=True)
     typer.echo(ev.write_outputs(ev.report(results), json_path, markdown_path, plot_path))
 
 

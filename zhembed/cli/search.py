@@ -15,12 +15,13 @@ from .common import (BackendOpt, BatchOpt, MaxLenOpt, ModelOpt, SkipBadOpt, Text
 index_app = typer.Typer(no_args_is_help=True, help="Build and extend a semantic search index over a corpus.",
                         callback=lambda: needs("search", "zhembed index"))
 app.add_typer(index_app, name="index")
-AnnOpt = Annotated[str, typer.Option(help="auto (exact below 20,000 texts, else HNSW), exact or hnsw.")]
+AnnOpt = Annotated[str, typer.Option(help="auto (exact below 20,000 texts, else approximate: HNSW for fp32, IVF for "
+                                          "int8 and binary), exact or hnsw (approximate).")]
 IdFieldOpt = Annotated[Optional[str], typer.Option(help="Field or column with each text's id (default: its position).")]
 
 
 def _index_from(input: Path, out: Path, append: bool, model, backend, text_field, id_field, skip_bad, ann,
-                batch_size, max_length) -> None:
+                batch_size, max_length, precision: str = "fp32", dimensions: int | None = None) -> None:
     import time
 
     from ..search.index import build_index, read_meta
@@ -34,10 +35,11 @@ def _index_from(input: Path, out: Path, append: bool, model, backend, text_field
         encoder = load_encoder(model, backend)
         model = str(encoder.path) if model else None  # None: the default model, whichever backend runs it
     start = time.perf_counter()
-    index = build_index(records, out, encoder, model, str(input), ann, batch_size, max_length, append)
+    index = build_index(records, out, encoder, model, str(input), ann, batch_size, max_length, append,
+                        precision=precision, dimensions=dimensions)
     seconds = time.perf_counter() - start
     typer.echo(f"{out}: {len(index)} texts ({len(records.texts)} new, {len(records.texts) / seconds:.0f} texts/s), "
-               f"{index.meta['faiss_index']}", err=True)
+               f"{index.meta['faiss_index']}, {index.meta['precision']}, {index.dimensions} dimensions", err=True)
 
 
 @index_app.command("build")
@@ -45,9 +47,15 @@ def index_build(input: Annotated[Path, typer.Option("--input", "-i", help="Text 
                 out: Annotated[Path, typer.Option(help="Index directory to create.")],
                 model: ModelOpt = None, backend: BackendOpt = "auto", text_field: TextFieldOpt = None,
                 id_field: IdFieldOpt = None, skip_bad: SkipBadOpt = False, ann: AnnOpt = "auto",
-                batch_size: BatchOpt = 64, max_length: MaxLenOpt = 128):
+                batch_size: BatchOpt = 64, max_length: MaxLenOpt = 128,
+                precision: Annotated[str, typer.Option(
+                    help="fp32 (the vectors), int8 (1/4 of the memory) or binary (1/32); int8 and binary rescore "
+                         "their candidates with the exact vectors kept on disk.")] = "fp32",
+                dimensions: Annotated[Optional[int], typer.Option(
+                    help="Index only the first N components of each vector (Matryoshka), normalized again.")] = None):
     """Embed a corpus into a new index; rerun the same command to resume a killed build."""
-    _index_from(input, out, False, model, backend, text_field, id_field, skip_bad, ann, batch_size, max_length)
+    _index_from(input, out, False, model, backend, text_field, id_field, skip_bad, ann, batch_size, max_length,
+                precision, dimensions)
 
 
 @index_app.command("add")

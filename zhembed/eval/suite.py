@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZhembedError, require
+from ..runtime.pooling import truncate
 from ..textio import read_lines
 
 SEED_TASKS = ("csts_dev", "csts_test", "afqmc_dev", "lcqmc_dev", "bqcorpus_dev", "pawsx_dev", "xiaobu_dev")
@@ -96,23 +97,35 @@ def task_metrics(a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> dict[str, 
 def evaluate_encoder(encoder, tasks: list[PairTask], batch_size: int = 32, max_length: int = 256,
                      show_progress: bool = True) -> dict:
     """Encode each distinct sentence once, then score every task."""
+    return evaluate_dimensions(encoder, tasks, [encoder.dim], batch_size, max_length, show_progress)[encoder.dim]
+
+
+def evaluate_dimensions(encoder, tasks: list[PairTask], dimensions: list[int], batch_size: int = 32,
+                        max_length: int = 256, show_progress: bool = True) -> dict[int, dict]:
+    """Scores of every task for each vector size: the leading `d` components, normalized again (a
+    Matryoshka prefix, as sentence-transformers' truncate_dim). Each distinct sentence is encoded once."""
     from tqdm.auto import tqdm
 
+    for d in dimensions:
+        if not 1 <= d <= encoder.dim:
+            raise ZhembedError(f"--dimensions {d}: must be between 1 and the model's {encoder.dim}")
     sentences = list(dict.fromkeys(s for t in tasks for s in t.first + t.second))
     row = {s: i for i, s in enumerate(sentences)}
     vectors = np.zeros((len(sentences), encoder.dim), dtype=np.float32)
     done = np.zeros(len(sentences), dtype=bool)
-    results = {}
+    results: dict[int, dict] = {d: {} for d in dimensions}
     for task in tqdm(tasks, desc=f"eval {encoder.path.name}", unit="task", disable=not show_progress):
         todo = [row[s] for s in dict.fromkeys(task.first + task.second) if not done[row[s]]]
         if todo:
             vectors[todo] = encoder.encode([sentences[i] for i in todo], batch_size=batch_size,
                                            max_length=max_length, show_progress=show_progress)
             done[todo] = True
-        metrics = task_metrics(vectors[[row[s] for s in task.first]], vectors[[row[s] for s in task.second]],
-                               task.labels)
-        results[task.name] = {"cosine": round(metrics["cosine"], 2), "seed": round(metrics["seed"], 2),
-                              "pairs": len(task.labels), "by_similarity": {k: round(metrics[k], 2) for k in SIMILARITIES}}
+        first, second = vectors[[row[s] for s in task.first]], vectors[[row[s] for s in task.second]]
+        for d in dimensions:
+            metrics = task_metrics(truncate(first, d), truncate(second, d), task.labels)
+            results[d][task.name] = {"cosine": round(metrics["cosine"], 2), "seed": round(metrics["seed"], 2),
+                                     "pairs": len(task.labels),
+                                     "by_similarity": {k: round(metrics[k], 2) for k in SIMILARITIES}}
     return results
 
 

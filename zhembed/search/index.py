@@ -3,7 +3,8 @@
 Layout of an index directory:
 
     DIR/CURRENT              the name of the live generation, replaced atomically
-    DIR/gen-000001/          meta.json, vectors.faiss, records.jsonl (one {"id", "text"} per vector)
+    DIR/gen-000001/          meta.json, vectors.faiss (fp32, int8 or binary), vectors.npy (the exact vectors
+                             of int8 and binary indexes, for rescoring), records.jsonl + records.offsets.npy
     DIR/.partial/            an interrupted build: work.json and encoded chunks (chunks/000000.npy, ...)
     DIR/.lock                held by the one writer at a time (build or add); others wait for it
 
@@ -22,6 +23,7 @@ import json
 import re
 import shutil
 import sys
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +33,13 @@ import numpy as np
 from ..atomic import write_atomic, write_text_atomic
 from ..errors import ZhembedError
 from ..runtime import Encoder
+from ..runtime.pooling import truncate
 from ..textio import Records
+from . import ann as ann_lib
+from . import records as record_store
+from .ann import Ann
+from .records import Column, RecordFile
 
-EXACT_LIMIT = 20_000  # below this many vectors, `ann="auto"` searches exactly
-HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 CHUNK = 4096
 
 
@@ -49,27 +54,6 @@ class Hit:
     score: float
 
 
-def _faiss():
-    import faiss
-
-    return faiss
-
-
-def make_ann(vectors: np.ndarray, ann: str = "auto"):
-    """A faiss inner-product index over normalized vectors: flat (exact) or HNSW."""
-    faiss = _faiss()
-    if ann not in ("auto", "exact", "hnsw"):
-        raise ZhembedError(f"unknown --ann {ann!r}; choose auto, exact or hnsw")
-    if ann == "exact" or (ann == "auto" and len(vectors) < EXACT_LIMIT):
-        index = faiss.IndexFlatIP(vectors.shape[1])
-    else:
-        index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        index.hnsw.efSearch = HNSW_EF_SEARCH
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
-
-
 class Index:
     """Vectors, ids and texts of a corpus, searchable by query text.
 
@@ -77,8 +61,8 @@ class Index:
     >>> index.search(["花呗怎么还款"], k=3)[0][0].text
     """
 
-    def __init__(self, path: Path, meta: dict, ann, ids: list[str | int], texts: list[str], encoder=None):
-        self.path, self.meta, self.ann, self.ids, self.texts = path, meta, ann, ids, texts
+    def __init__(self, path: Path, meta: dict, ann: Ann, records: RecordFile, encoder=None):
+        self.path, self.meta, self.ann, self.records = path, meta, ann, records
         self._encoder = encoder
 
     @classmethod
@@ -87,21 +71,34 @@ class Index:
         for attempt in range(3):  # a writer may switch generations between reading CURRENT and the files
             gen, meta = _live(Path(path))
             try:
-                ids, texts = _read_records(gen / "records.jsonl")
-                ann = _read_ann(gen / "vectors.faiss")
+                records = RecordFile(gen)
+                index = ann_lib.read(gen, meta.get("precision", "fp32"))
                 break
             except FileNotFoundError:
                 if attempt == 2 or live_generation(Path(path)) == gen:
                     raise ZhembedError(f"{gen} is incomplete (a file is missing); rebuild the index") from None
-        if not len(ids) == ann.ntotal == meta.get("count", ann.ntotal):
-            raise ZhembedError(f"{gen} is inconsistent: {ann.ntotal} vectors, {len(ids)} records, meta count "
+        if not len(records) == index.ntotal == meta.get("count", index.ntotal):
+            raise ZhembedError(f"{gen} is inconsistent: {index.ntotal} vectors, {len(records)} records, meta count "
                                f"{meta.get('count')}; rebuild the index")
         if encoder is not None:
             check_encoder(meta, encoder)
-        return cls(Path(path), meta, ann, ids, texts, encoder)
+        return cls(Path(path), meta, index, records, encoder)
 
     def __len__(self) -> int:
         return self.ann.ntotal
+
+    @property
+    def ids(self) -> Column:
+        return Column(self.records, 0)
+
+    @property
+    def texts(self) -> Column:
+        return Column(self.records, 1)
+
+    @property
+    def dimensions(self) -> int:
+        """The size of the stored vectors: the model's, or the prefix chosen with --dimensions."""
+        return self.meta.get("dimensions", self.meta["dim"])
 
     @property
     def encoder(self):
@@ -110,7 +107,7 @@ class Index:
         return self._encoder
 
     def vectors(self) -> np.ndarray:
-        return self.ann.reconstruct_n(0, self.ann.ntotal)
+        return self.ann.vectors()
 
     def search(self, queries: str | list[str], k: int = 10) -> list[list[Hit]]:
         """The k nearest texts of each query, best first (cosine similarity)."""
@@ -119,10 +116,12 @@ class Index:
         return self.search_vectors(vectors, k)
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
+        """Hits for query vectors of the model's full size (cut to the index's size here)."""
         if k < 1:
             raise ZhembedError(f"k must be at least 1, got {k}")
-        scores, rows = self.ann.search(np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32), min(k, len(self)))
-        return [[Hit(self.ids[r], self.texts[r], float(s)) for s, r in zip(srow, rrow) if r >= 0]
+        queries = truncate(np.atleast_2d(vectors), self.dimensions)
+        scores, rows = self.ann.search(queries, k)
+        return [[Hit(*self.records.record(int(r)), float(s)) for s, r in zip(srow, rrow) if r >= 0]
                 for srow, rrow in zip(scores, rows)]
 
 
@@ -170,29 +169,6 @@ def live_generation(path: Path) -> Path | None:
     return path / name
 
 
-def _read_records(path: Path) -> tuple[list[str | int], list[str]]:
-    ids, texts = [], []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            try:
-                record = json.loads(line)
-                ids.append(record["id"])
-                texts.append(record["text"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ZhembedError(f"{path}:{number}: not an index record; rebuild the index") from None
-    return ids, texts
-
-
-def _read_ann(path: Path):
-    if not path.exists():
-        raise FileNotFoundError(path)
-    try:
-        return _faiss().read_index(str(path))
-    except RuntimeError as e:
-        raise ZhembedError(f"{path} is not a readable faiss index ({str(e).splitlines()[0][:120]}); "
-                           "rebuild the index") from None
-
-
 def _atomic_save(path: Path, array: np.ndarray) -> None:
     write_atomic(path, lambda f: np.save(f, array))
 
@@ -228,7 +204,7 @@ def fingerprint(records: Records, model: str | None, backend: str, max_length: i
     return h.hexdigest()[:16]
 
 
-def write_index(path: Path, meta: dict, vectors: np.ndarray, ids: list[str | int], texts: list[str], ann: str,
+def write_index(path: Path, meta: dict, vectors: np.ndarray, ids: Sequence, texts: Sequence[str], ann_kind: str,
                 encoder=None) -> Index:
     """Write a new generation (fsynced) and switch CURRENT to it atomically; generations older than the one
     before it are then removed. The caller holds the index's writer lock."""
@@ -238,16 +214,16 @@ def write_index(path: Path, meta: dict, vectors: np.ndarray, ids: list[str | int
     gen = path / f"gen-{number:06d}"
     shutil.rmtree(gen, ignore_errors=True)
     gen.mkdir()
-    index = make_ann(vectors, ann)
-    write_atomic(gen / "vectors.faiss", lambda f: f.write(_faiss().serialize_index(index).tobytes()))
-    records = "".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in zip(ids, texts))
-    write_text_atomic(gen / "records.jsonl", records)
-    meta = {**meta, "count": len(vectors), "ann": ann, "faiss_index": type(index).__name__}
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = ann_lib.build(vectors, meta["precision"], ann_kind)
+    ann_lib.write(gen, index, meta["precision"], vectors)
+    record_store.write(gen, ids, texts)
+    meta = {**meta, "count": len(vectors), "ann": ann_kind, "faiss_index": type(index).__name__}
     write_text_atomic(gen / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     write_text_atomic(path / "CURRENT", gen.name)
     for stale in sorted(path.glob("gen-*"))[:-KEEP_GENERATIONS]:
         shutil.rmtree(stale, ignore_errors=True)
-    return Index(path, meta, index, ids, texts, encoder)
+    return Index.load(path, encoder)
 
 
 @contextmanager
@@ -264,21 +240,28 @@ def writer_lock(path: Path):
 
 
 def build_index(records: Records, out: Path, encoder, model: str | None, source: str, ann: str = "auto",
-                batch_size: int = 64, max_length: int = 128, append: bool = False, show_progress: bool = True) -> Index:
+                batch_size: int = 64, max_length: int = 128, append: bool = False, show_progress: bool = True,
+                precision: str = "fp32", dimensions: int | None = None) -> Index:
     """Encode `records` and write (or, with `append`, extend) the index at `out`; resumable after a kill.
-    Writers of one index run one at a time."""
+    `precision` fp32, int8 or binary; `dimensions` a prefix size of the model's vectors (Matryoshka). An
+    `add` keeps the index's own settings. Writers of one index run one at a time."""
     out = Path(out)
+    ann_lib.check_precision(precision, dimensions or encoder.dim)
+    if dimensions is not None and not 8 <= dimensions <= encoder.dim:
+        raise ZhembedError(f"--dimensions must be between 8 and the model's {encoder.dim}, got {dimensions}")
     with writer_lock(out):
-        return _build_locked(records, out, encoder, model, source, ann, batch_size, max_length, append, show_progress)
+        return _build_locked(records, out, encoder, model, source, ann, batch_size, max_length, append, show_progress,
+                             precision, dimensions or encoder.dim)
 
 
 def _build_locked(records: Records, out: Path, encoder, model: str | None, source: str, ann: str, batch_size: int,
-                  max_length: int, append: bool, show_progress: bool) -> Index:
+                  max_length: int, append: bool, show_progress: bool, precision: str, dimensions: int) -> Index:
     existing = Index.load(out, encoder) if live_generation(out) is not None else None
     if append and existing is None:
         raise ZhembedError(f"{out} is not a zhembed index (no CURRENT file); build one with `zhembed index build`")
     if existing is not None:
         model, max_length = existing.meta["model"], existing.meta["max_length"]
+        precision, dimensions = existing.meta.get("precision", "fp32"), existing.dimensions
     work = out / ".partial"
     input_key = fingerprint(records, model, encoder.backend.name, max_length)
     if existing is not None:  # a rerun of a command that completed (perhaps killed just after): nothing to do
@@ -291,20 +274,21 @@ def _build_locked(records: Records, out: Path, encoder, model: str | None, sourc
             return existing
     previous = existing
     key = input_key + (f"+{len(previous)}" if previous else "")
-    vectors = encode_chunks(records, encoder, work, key, batch_size, max_length, show_progress)
+    vectors = truncate(encode_chunks(records, encoder, work, key, batch_size, max_length, show_progress), dimensions)
     start = len(previous) if previous else 0
     given = records.ids or [None] * len(records.texts)
     ids = [i if i is not None else str(start + n) for n, i in enumerate(given)]
     sources = [source]
     if previous is not None:
         vectors = np.concatenate([previous.vectors(), vectors])
-        ids, sources = previous.ids + ids, previous.meta["sources"] + sources
-        texts = previous.texts + records.texts
+        ids, sources = list(previous.ids) + ids, previous.meta["sources"] + sources
+        texts = list(previous.texts) + records.texts
     else:
         texts = records.texts
     inputs = (previous.meta.get("inputs", []) if previous else []) + [input_key]
-    meta = {"format": 1, "model": model, "backend": encoder.backend.name, "model_id": encoder.model_id,
-            "dim": int(vectors.shape[1]), "max_length": max_length, "sources": sources, "inputs": inputs}
+    meta = {"format": 2, "model": model, "backend": encoder.backend.name, "model_id": encoder.model_id,
+            "dim": encoder.dim, "dimensions": dimensions, "precision": precision, "max_length": max_length,
+            "sources": sources, "inputs": inputs}
     index = write_index(out, meta, vectors, ids, texts, previous.meta["ann"] if previous else ann, encoder)
     shutil.rmtree(work, ignore_errors=True)
     return index

@@ -1,0 +1,85 @@
+"""The ids and texts of an index, kept on disk and read only for the hits a search returns.
+
+records.jsonl holds one {"id", "text"} per vector; records.offsets.npy the byte offset of each line (and the
+end), memory-mapped, so an index of millions of texts costs 8 bytes per text in memory, not the texts.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import write_atomic
+from ..errors import ZhembedError
+
+RECORDS, OFFSETS = "records.jsonl", "records.offsets.npy"
+
+
+def write(gen: Path, ids: Sequence, texts: Sequence[str]) -> None:
+    lines = [(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n").encode("utf-8") for i, t in zip(ids, texts)]
+    offsets = np.zeros(len(lines) + 1, dtype=np.uint64)
+    np.cumsum([len(line) for line in lines], out=offsets[1:])
+    write_atomic(gen / RECORDS, lambda f: f.writelines(lines))
+    write_atomic(gen / OFFSETS, lambda f: np.save(f, offsets))
+
+
+class RecordFile:
+    """Lazy access to the records of one generation: record(i) -> (id, text)."""
+
+    def __init__(self, gen: Path):
+        self.path = gen / RECORDS
+        if not self.path.exists():
+            raise FileNotFoundError(self.path)
+        with open(self.path, "rb") as f:
+            self._data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.path.stat().st_size else b""
+        self.offsets = _offsets(gen, self._data)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def record(self, i: int) -> tuple[str | int, str]:
+        line = self._data[int(self.offsets[i]):int(self.offsets[i + 1])]
+        try:
+            record = json.loads(line)
+            return record["id"], record["text"]
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            raise ZhembedError(f"{self.path}: record {i + 1} is damaged; rebuild the index") from None
+
+
+class Column(Sequence):
+    """The ids (0) or texts (1) of a RecordFile, as a read-only sequence."""
+
+    def __init__(self, records: RecordFile, field: int):
+        self.records, self.field = records, field
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.records.record(j)[self.field] for j in range(*i.indices(len(self)))]
+        return self.records.record(i if i >= 0 else len(self) + i)[self.field]
+
+    def __iter__(self) -> Iterator:
+        return (self.records.record(i)[self.field] for i in range(len(self)))
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+
+def _offsets(gen: Path, data) -> np.ndarray:
+    """The saved line offsets, or (an index written before they were saved) one scan of the file."""
+    if (gen / OFFSETS).exists():
+        offsets = np.load(gen / OFFSETS, mmap_mode="r")
+        if len(offsets) and int(offsets[-1]) == len(data):
+            return offsets
+        raise ZhembedError(f"{gen / OFFSETS} does not match {gen / RECORDS}; rebuild the index")
+    positions, start = [0], 0
+    while (newline := data.find(b"\n", start)) != -1:
+        start = newline + 1
+        positions.append(start)
+    return np.asarray(positions, dtype=np.uint64)
