@@ -6,9 +6,12 @@
    through zhembed.search.index.build_index (HNSW, as `zhembed index build` picks for this size): build throughput,
    size on disk, single-query latency p50/p99 at k=10 (encode + search, and search alone), and recall@10 of the
    ANN index against exact search on 1,000 lcqmc_dev questions.
-2. The ANN library, chosen by measurement: faiss HNSW and hnswlib (`pip install -e ".[bench]"`) on the
+2. Precision: the same vectors as fp32 (HNSW), int8 and binary (IVF, rescored with the exact vectors on
+   disk): memory added by loading the index (RSS of a new process), recall@10 against exact fp32 search,
+   query latency.
+3. The ANN library, chosen by measurement: faiss HNSW and hnswlib (`pip install -e ".[bench]"`) on the
    same vectors, same M / efConstruction / ef: build time, search latency, recall@10.
-3. Paraphrase retrieval through the CLI: 300 positive pairs of lcqmc_dev; the index holds their second
+4. Paraphrase retrieval through the CLI: 300 positive pairs of lcqmc_dev; the index holds their second
    sentences and those of 3,000 negative pairs (hard distractors). `zhembed search` with the first sentences:
    how often the partner is the top hit, and in the top 3.
 Writes benchmarks/results/search_bench.{json,md}.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -27,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from zhembed import Encoder
-from zhembed.search import index as ix
 from zhembed.eval.speed import cpu_name
+from zhembed.search import ann as ann_lib
+from zhembed.search import index as ix
 from zhembed.textio import Records, read_lines
 
 RESULTS = Path(__file__).parent / "results"
@@ -68,7 +73,7 @@ def corpus_section(data: Path, work: Path, max_sentences: int, queries: list[str
         full.append(t1 - t0)
         alone.append(time.perf_counter() - t1)
     vectors = index.vectors()
-    exact = ix.make_ann(vectors, "exact").search(query_vectors, K)[1]
+    exact = ann_lib.build(vectors, "fp32", "exact").search(query_vectors, K)[1]
     ann = index.ann.search(query_vectors, K)[1]
     doc = {"sentences": len(texts), "backend": encoder.backend.name, "faiss_index": index.meta["faiss_index"],
            "build_seconds": round(build_s, 1), "build_sentences_per_s": round(len(texts) / build_s, 1),
@@ -78,13 +83,55 @@ def corpus_section(data: Path, work: Path, max_sentences: int, queries: list[str
     return doc, vectors, query_vectors
 
 
+RSS_AFTER_LOAD = """
+import sys
+from zhembed.search import Index
+def rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+before = rss()
+index = Index.load(sys.argv[1])
+print(rss() - before, len(index))
+"""
+
+
+def precision_section(work: Path, queries: list[str], query_vectors: np.ndarray, vectors: np.ndarray) -> dict:
+    """The corpus index at fp32 (HNSW), int8 and binary (IVF, rescored): memory added by loading it (RSS,
+    in a new process), recall@10 against exact fp32 search, and query latency (encode + search)."""
+    exact = ann_lib.build(vectors, "fp32", "exact").search(query_vectors, K)[1]
+    base = ix.Index.load(work / "corpus-index")
+    rows = {}
+    for precision in ann_lib.PRECISIONS:
+        path = work / "corpus-index" if precision == "fp32" else work / f"corpus-{precision}"
+        if precision != "fp32":
+            shutil.rmtree(path, ignore_errors=True)
+            with ix.writer_lock(path):
+                ix.write_index(path, {**base.meta, "precision": precision}, vectors, list(base.ids),
+                               list(base.texts), "hnsw")
+        index = ix.Index.load(path, base.encoder)
+        rss = [float(subprocess.run([sys.executable, "-c", RSS_AFTER_LOAD, str(path)], check=True,
+                                    capture_output=True, text=True).stdout.split()[0]) for _ in range(3)]
+        index.search(queries[:10], K)
+        times = []
+        for q in queries:
+            t0 = time.perf_counter()
+            index.search(q, K)
+            times.append(time.perf_counter() - t0)
+        found = index.ann.search(query_vectors, K)[1]
+        rows[precision] = {"faiss_index": index.meta["faiss_index"], "rss_after_load_mb": round(statistics.median(rss), 1),
+                           "recall_at_10": round(recall_at_k(found, exact), 4), **percentiles(times)}
+        print(precision, json.dumps(rows[precision]), file=sys.stderr)
+    for row in rows.values():
+        row["memory_vs_fp32"] = round(row["rss_after_load_mb"] / rows["fp32"]["rss_after_load_mb"], 3)
+    return rows
+
+
 def libraries_section(vectors: np.ndarray, queries: np.ndarray) -> dict:
     import faiss
 
-    exact = ix.make_ann(vectors, "exact").search(queries, K)[1]
+    exact = ann_lib.build(vectors, "fp32", "exact").search(queries, K)[1]
     out = {}
     start = time.perf_counter()
-    fidx = ix.make_ann(vectors, "hnsw")
+    fidx = ann_lib.build(vectors, "fp32", "hnsw")
     out["faiss"] = _library_row(time.perf_counter() - start, lambda q: fidx.search(q, K)[1], queries, exact)
     try:
         import hnswlib
@@ -93,9 +140,9 @@ def libraries_section(vectors: np.ndarray, queries: np.ndarray) -> dict:
         return out
     start = time.perf_counter()
     hidx = hnswlib.Index(space="ip", dim=vectors.shape[1])
-    hidx.init_index(max_elements=len(vectors), M=ix.HNSW_M, ef_construction=ix.HNSW_EF_CONSTRUCTION, random_seed=42)
+    hidx.init_index(max_elements=len(vectors), M=ann_lib.HNSW_M, ef_construction=ann_lib.HNSW_EF_CONSTRUCTION, random_seed=42)
     hidx.add_items(vectors, num_threads=faiss.omp_get_max_threads())
-    hidx.set_ef(ix.HNSW_EF_SEARCH)
+    hidx.set_ef(ann_lib.HNSW_EF_SEARCH)
     out["hnswlib"] = _library_row(time.perf_counter() - start, lambda q: hidx.knn_query(q, K)[0], queries, exact)
     return out
 
@@ -139,13 +186,18 @@ def markdown(doc: dict) -> str:
             f"| {c['build_sentences_per_s']} | {c['build_seconds']} s | {c['index_mb']} MB | "
             f"{c['query_latency']['p50_ms']} / {c['query_latency']['p99_ms']} ms | "
             f"{c['search_only_latency']['p50_ms']} / {c['search_only_latency']['p99_ms']} ms | {c['recall_at_10']} |",
-            f"\n## ANN library (same vectors; M={ix.HNSW_M}, efConstruction={ix.HNSW_EF_CONSTRUCTION}, "
-            f"ef={ix.HNSW_EF_SEARCH}; {c['queries']} queries)\n",
+            f"\n## ANN library (same vectors; M={ann_lib.HNSW_M}, efConstruction={ann_lib.HNSW_EF_CONSTRUCTION}, "
+            f"ef={ann_lib.HNSW_EF_SEARCH}; {c['queries']} queries)\n",
             "| library | build | search p50 / p99 | recall@10 |", "|---|---|---|---|"]
     for name, row in libs.items():
         rows.append(f"| {name} | {row['build_seconds']} s | {row['p50_ms']} / {row['p99_ms']} ms | {row['recall_at_10']} |"
                     if isinstance(row, dict) else f"| {name} | {row} | | |")
-    rows += [f"\n## Paraphrase retrieval through the CLI (lcqmc_dev)\n",
+    rows += [f"\n## Precision of the corpus index ({c['queries']} lcqmc_dev queries, k={K})\n",
+             "| precision | faiss index | memory after load (RSS) | vs fp32 | recall@10 vs exact fp32 | "
+             "query p50 / p99 (encode + search) |", "|---|---|---|---|---|---|"]
+    rows += [f"| {name} | {r['faiss_index']} | {r['rss_after_load_mb']} MB | {r['memory_vs_fp32']:.3f} | "
+             f"{r['recall_at_10']} | {r['p50_ms']} / {r['p99_ms']} ms |" for name, r in doc["precisions"].items()]
+    rows += ["\n## Paraphrase retrieval through the CLI (lcqmc_dev)\n",
              f"{p['queries']} queries against {p['indexed']:,} indexed sentences (partners + hard distractors): "
              f"top-1 {p['top1']}/{p['queries']} ({100 * p['top1_rate']:.1f}%), "
              f"top-3 {p['top3']}/{p['queries']} ({100 * p['top3_rate']:.1f}%).\n"]
@@ -158,6 +210,7 @@ def main() -> None:
     parser.add_argument("--max-sentences", type=int, default=0, help="Use only the first N corpus sentences (0: all).")
     parser.add_argument("--work", type=Path, default=Path("runs/search-bench"))
     parser.add_argument("--out", type=Path, default=RESULTS / "search_bench")
+    parser.add_argument("--skip-libraries", action="store_true", help="Leave out the faiss / hnswlib comparison.")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     queries = list(dict.fromkeys(a for a, _, _ in lcqmc_pairs(args.data)))[:1000]
@@ -165,7 +218,9 @@ def main() -> None:
     print(json.dumps(paraphrase), file=sys.stderr)
     corpus, vectors, query_vectors = corpus_section(args.data, args.work, args.max_sentences, queries)
     doc = {"cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"), "command": "python " + " ".join(sys.argv),
-           "corpus": corpus, "libraries": libraries_section(vectors, query_vectors), "paraphrase": paraphrase}
+           "corpus": corpus, "precisions": precision_section(args.work, queries, query_vectors, vectors),
+           "libraries": {} if args.skip_libraries else libraries_section(vectors, query_vectors),
+           "paraphrase": paraphrase}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     args.out.with_suffix(".md").write_text(markdown(doc), encoding="utf-8")

@@ -119,3 +119,35 @@ def test_health_reports_a_dead_worker(encoder):
             queue.close()
         r = httpx.get(f"{base}/health")
         assert r.status_code == 503 and r.json()["status"] == "unhealthy"
+
+
+def test_dimensions_round_trip_through_the_openai_client(tiny_bert, tmp_path):
+    import json
+    import shutil
+
+    from openai import OpenAI
+
+    model = shutil.copytree(tiny_bert, tmp_path / "matryoshka")
+    st_file = model / "config_sentence_transformers.json"
+    config = json.loads(st_file.read_text()) if st_file.exists() else {}
+    st_file.write_text(json.dumps({**config, "matryoshka_dimensions": [32, 16, 8]}))
+    encoder = Encoder.load(model)
+    assert encoder.dimensions == [32, 16, 8]
+    with RunningServer(create_app(encoder)) as base:
+        client = OpenAI(base_url=f"{base}/v1", api_key="unused")
+        for size in (16, 8):
+            got = client.embeddings.create(model="m", input=["你好", "再见"], dimensions=size)
+            vectors = np.array([d.embedding for d in got.data])
+            np.testing.assert_allclose(vectors, encoder.encode(["你好", "再见"], dimensions=size), atol=1e-6)
+            np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+        r = post(base, "/v1/embeddings", json={"input": "你好", "dimensions": 12})
+        assert r.status_code == 400 and "one of 32, 16, 8" in r.json()["error"]["message"]
+
+
+def test_long_inputs_chunked_by_the_server_match_the_encoder(url, encoder):
+    text = "我们在学习中文，今天天气很好。" * 13  # 195 characters: longer than the tiny model's 128 positions
+    r = post(url, "/v1/embeddings", json={"input": [text, "你好"], "long": "chunk"}).json()
+    np.testing.assert_allclose([d["embedding"] for d in r["data"]], encoder.encode([text, "你好"], long="chunk"),
+                               atol=1e-5)
+    assert r["usage"]["truncated_inputs"] == 0
+    assert post(url, "/v1/embeddings", json={"input": text}).json()["usage"]["truncated_inputs"] == 1

@@ -17,14 +17,23 @@ def encode(texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to e
            input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Text (one per line), JSONL, TSV or Parquet.")] = None,
            text_field: TextFieldOpt = None, skip_bad: SkipBadOpt = False,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help=".npy or .jsonl (default: JSONL on stdout).")] = None,
-           model: ModelOpt = None, backend: BackendOpt = "auto", batch_size: BatchOpt = 32, max_length: MaxLenOpt = 256):
+           model: ModelOpt = None, backend: BackendOpt = "auto", batch_size: BatchOpt = 32, max_length: MaxLenOpt = 256,
+           long: Annotated[str, typer.Option(help="Texts over --max-length tokens: truncate, or chunk (overlapping "
+                                                  "windows, averaged).")] = "truncate",
+           dimensions: Annotated[Optional[int], typer.Option(help="Vector size: one of the model's Matryoshka sizes.")] = None):
     """Encode texts given as arguments or in a file."""
     from ..textio import write_vectors
 
     if bool(texts) == bool(input):
         raise ZhembedError("give texts as arguments or --input FILE (exactly one of them)")
     items = read_user_records(input, text_field, skip_bad=skip_bad).texts if input else list(texts)
-    vectors = load_encoder(model, backend).encode(items, batch_size=batch_size, max_length=max_length, show_progress=bool(input))
+    encoder = load_encoder(model, backend)
+    vectors = encoder.encode(items, batch_size=batch_size, max_length=max_length, show_progress=bool(input),
+                             long=long, dimensions=dimensions)
+    cut = encoder.truncated(items, max_length) if long == "truncate" else 0
+    if cut:
+        typer.echo(f"zhembed: {cut} of {len(items)} texts are longer than {max_length} tokens and were truncated; "
+                   "--long chunk embeds them whole", err=True)
     if output:
         write_vectors(output, items, vectors)
         typer.echo(f"wrote {len(items)} vectors of dimension {vectors.shape[1]} to {output}", err=True)

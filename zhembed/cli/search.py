@@ -21,7 +21,8 @@ IdFieldOpt = Annotated[Optional[str], typer.Option(help="Field or column with ea
 
 
 def _index_from(input: Path, out: Path, append: bool, model, backend, text_field, id_field, skip_bad, ann,
-                batch_size, max_length, precision: str = "fp32", dimensions: int | None = None) -> None:
+                batch_size, max_length, precision: str = "fp32", dimensions: int | None = None,
+                chunk: bool = False) -> None:
     import time
 
     from ..search.index import build_index, read_meta
@@ -36,7 +37,7 @@ def _index_from(input: Path, out: Path, append: bool, model, backend, text_field
         model = str(encoder.path) if model else None  # None: the default model, whichever backend runs it
     start = time.perf_counter()
     index = build_index(records, out, encoder, model, str(input), ann, batch_size, max_length, append,
-                        precision=precision, dimensions=dimensions)
+                        precision=precision, dimensions=dimensions, chunk=chunk)
     seconds = time.perf_counter() - start
     typer.echo(f"{out}: {len(index)} texts ({len(records.texts)} new, {len(records.texts) / seconds:.0f} texts/s), "
                f"{index.meta['faiss_index']}, {index.meta['precision']}, {index.dimensions} dimensions", err=True)
@@ -52,10 +53,13 @@ def index_build(input: Annotated[Path, typer.Option("--input", "-i", help="Text 
                     help="fp32 (the vectors), int8 (1/4 of the memory) or binary (1/32); int8 and binary rescore "
                          "their candidates with the exact vectors kept on disk.")] = "fp32",
                 dimensions: Annotated[Optional[int], typer.Option(
-                    help="Index only the first N components of each vector (Matryoshka), normalized again.")] = None):
+                    help="Index only the first N components of each vector (Matryoshka), normalized again.")] = None,
+                chunk: Annotated[bool, typer.Option(
+                    "--chunk", help="Index long texts as overlapping passages; search returns each document's best "
+                                    "passage with its character offsets.")] = False):
     """Embed a corpus into a new index; rerun the same command to resume a killed build."""
     _index_from(input, out, False, model, backend, text_field, id_field, skip_bad, ann, batch_size, max_length,
-                precision, dimensions)
+                precision, dimensions, chunk)
 
 
 @index_app.command("add")
@@ -84,7 +88,8 @@ def search(index: Annotated[Path, typer.Argument(help="An index directory.")],
             continue
         typer.echo(f"# {query}")
         for rank, hit in enumerate(hits, 1):
-            typer.echo(f"{rank}\t{hit.score:.4f}\t{hit.id}\t{hit.text}")
+            where = f"\t[{hit.start}:{hit.end}]" if hit.start is not None else ""
+            typer.echo(f"{rank}\t{hit.score:.4f}\t{hit.id}{where}\t{hit.text}")
 
 
 @app.command()

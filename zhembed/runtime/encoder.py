@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import ZhembedError
 from ..modeldir import SentenceConfig, find_onnx, read_model_config, read_sentence_config, resolve_model_dir
 from .backends import Backend, OnnxBackend, TorchBackend
+from .chunking import combine, token_windows
 from .models import default_model_dir
 from .pooling import normalize as normalize_rows
 from .pooling import pool, truncate
@@ -112,17 +113,37 @@ class Encoder:
                                f"got {dimensions!r}")
         return dimensions
 
+    def passages(self, text: str, max_length: int = 256) -> list[tuple[int, int]]:
+        """(start, end) character spans of overlapping windows that each fit `max_length` tokens with the
+        prompt and special tokens; one span for a text that fits."""
+        room = min(max_length, self.max_positions) - len(self._truncating.offsets(self.prompt)) - 4
+        return token_windows(self._truncating.offsets(text), len(text), max(8, room))
+
+    def truncated(self, texts: Sequence[str], max_length: int = 256) -> int:
+        """How many of `texts` are longer than `max_length` tokens (and so are cut, unless long="chunk")."""
+        return sum(len(ids) >= min(max_length, self.max_positions) for ids in self.tokenize(list(texts), max_length))
+
     def encode(self, texts: str | Sequence[str], batch_size: int = 32, max_length: int = 256,
                normalize: bool = True, show_progress: bool | None = None,
-               max_batch_tokens: int | None = None, dimensions: int | None = None) -> np.ndarray:
+               max_batch_tokens: int | None = None, dimensions: int | None = None,
+               long: str = "truncate") -> np.ndarray:
         """Vectors as float32, one row per text in input order (a single string gives one vector).
 
         Texts are sorted by token length and batched by `batch_size`, or, with `max_batch_tokens`, so
         that each padded batch holds at most that many tokens (and at most `batch_size` texts).
         `dimensions` keeps that many leading components (one of `self.dimensions`), normalized again.
+        `long`: "truncate" cuts a text at `max_length` tokens; "chunk" embeds it in overlapping windows and
+        averages them, weighted by their tokens.
         """
         single = isinstance(texts, str)
         size = self.check_dimensions(dimensions)
+        if long not in ("truncate", "chunk"):
+            raise ZhembedError(f"long must be 'truncate' or 'chunk', got {long!r}")
+        if long == "chunk":
+            out = self._encode_chunked(check_texts([texts] if single else texts), batch_size, max_length,
+                                       normalize, show_progress)
+            out = truncate(out, size, renormalize=normalize) if size < self.dim else out
+            return out[0] if single else out
         items = check_texts([texts] if single else texts)
         if batch_size < 1:
             raise ZhembedError(f"batch_size must be positive, got {batch_size}")
@@ -140,6 +161,14 @@ class Encoder:
         if size < self.dim:
             out = truncate(out, size, renormalize=normalize)
         return out[0] if single else out
+
+    def _encode_chunked(self, items: list[str], batch_size: int, max_length: int, normalize: bool,
+                        show_progress: bool | None) -> np.ndarray:
+        spans = [self.passages(text, max_length) for text in items]
+        pieces = [text[a:b] for text, text_spans in zip(items, spans) for a, b in text_spans]
+        vectors = self.encode(pieces, batch_size, max_length, show_progress=show_progress)
+        weights = np.array([len(ids) for ids in self.tokenize(pieces, max_length)], dtype=np.float32)
+        return combine(vectors, [len(w) for w in spans], weights, normalize)
 
     def embed_ids(self, batch: list[list[int]], normalize: bool = True) -> np.ndarray:
         """One forward pass over already tokenized texts: pad, run the backend, pool, normalize."""

@@ -56,7 +56,12 @@ class TruncatingTokenizer:
         self._by_length: dict[int, object] = {}
         self._lock = threading.Lock()
 
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character offsets of each token of `text`, without special tokens and without truncation."""
+        return self._for_length(0).encode(text, add_special_tokens=False).offsets
+
     def _for_length(self, max_length: int):
+        """The copy that truncates at `max_length` (0: never truncates)."""
         configured = self._by_length.get(max_length)
         if configured is None:
             with self._lock:
@@ -64,7 +69,10 @@ class TruncatingTokenizer:
                 if configured is None:
                     configured = type(self.base).from_str(self._json)
                     configured.no_padding()
-                    configured.enable_truncation(max_length)
+                    if max_length:
+                        configured.enable_truncation(max_length)
+                    else:
+                        configured.no_truncation()
                     self._by_length[max_length] = configured
         return configured
 

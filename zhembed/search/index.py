@@ -41,6 +41,7 @@ from .ann import Ann
 from .records import Column, RecordFile
 
 CHUNK = 4096
+PASSAGES_PER_HIT = 8  # in an index of passages, candidates per document hit (several may share a document)
 
 
 GENERATION = re.compile(r"gen-\d{6}")
@@ -49,9 +50,14 @@ KEEP_GENERATIONS = 2  # the live one and the one before it
 
 @dataclass
 class Hit:
+    """A text of the index; for an index of passages (--chunk), the best passage of a document, with its
+    character offsets in the document."""
+
     id: str | int
     text: str
     score: float
+    start: int | None = None
+    end: int | None = None
 
 
 class Index:
@@ -116,13 +122,28 @@ class Index:
         return self.search_vectors(vectors, k)
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        """Hits for query vectors of the model's full size (cut to the index's size here)."""
+        """Hits for query vectors of the model's full size (cut to the index's size here). In an index of
+        passages, each document appears once, with its best passage."""
         if k < 1:
             raise ZhembedError(f"k must be at least 1, got {k}")
         queries = truncate(np.atleast_2d(vectors), self.dimensions)
-        scores, rows = self.ann.search(queries, k)
-        return [[Hit(*self.records.record(int(r)), float(s)) for s, r in zip(srow, rrow) if r >= 0]
-                for srow, rrow in zip(scores, rows)]
+        wide = k * PASSAGES_PER_HIT if self.meta.get("chunk") else k
+        scores, rows = self.ann.search(queries, wide)
+        return [self._hits(srow, rrow, k) for srow, rrow in zip(scores, rows)]
+
+    def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int) -> list[Hit]:
+        hits, seen = [], set()
+        for score, row in zip(scores, rows):
+            if row < 0:
+                continue
+            id_, text, start, end = self.records.record(int(row))
+            key = (type(id_), id_)
+            if key not in seen:
+                seen.add(key)
+                hits.append(Hit(id_, text, float(score), start, end))
+            if len(hits) == k:
+                break
+        return hits
 
 
 def load_encoder(model: str | None, backend: str = "auto") -> Encoder:
@@ -205,7 +226,7 @@ def fingerprint(records: Records, model: str | None, backend: str, max_length: i
 
 
 def write_index(path: Path, meta: dict, vectors: np.ndarray, ids: Sequence, texts: Sequence[str], ann_kind: str,
-                encoder=None) -> Index:
+                encoder=None, spans: Sequence[tuple[int, int]] | None = None) -> Index:
     """Write a new generation (fsynced) and switch CURRENT to it atomically; generations older than the one
     before it are then removed. The caller holds the index's writer lock."""
     path.mkdir(parents=True, exist_ok=True)
@@ -217,7 +238,7 @@ def write_index(path: Path, meta: dict, vectors: np.ndarray, ids: Sequence, text
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     index = ann_lib.build(vectors, meta["precision"], ann_kind)
     ann_lib.write(gen, index, meta["precision"], vectors)
-    record_store.write(gen, ids, texts)
+    record_store.write(gen, ids, texts, spans)
     meta = {**meta, "count": len(vectors), "ann": ann_kind, "faiss_index": type(index).__name__}
     write_text_atomic(gen / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     write_text_atomic(path / "CURRENT", gen.name)
@@ -241,29 +262,32 @@ def writer_lock(path: Path):
 
 def build_index(records: Records, out: Path, encoder, model: str | None, source: str, ann: str = "auto",
                 batch_size: int = 64, max_length: int = 128, append: bool = False, show_progress: bool = True,
-                precision: str = "fp32", dimensions: int | None = None) -> Index:
+                precision: str = "fp32", dimensions: int | None = None, chunk: bool = False) -> Index:
     """Encode `records` and write (or, with `append`, extend) the index at `out`; resumable after a kill.
-    `precision` fp32, int8 or binary; `dimensions` a prefix size of the model's vectors (Matryoshka). An
-    `add` keeps the index's own settings. Writers of one index run one at a time."""
+    `precision` fp32, int8 or binary; `dimensions` a prefix size of the model's vectors (Matryoshka);
+    `chunk` indexes overlapping passages of long texts, and search returns each document's best passage with
+    its character offsets. An `add` keeps the index's own settings. Writers of one index run one at a time."""
     out = Path(out)
     ann_lib.check_precision(precision, dimensions or encoder.dim)
     if dimensions is not None and not 8 <= dimensions <= encoder.dim:
         raise ZhembedError(f"--dimensions must be between 8 and the model's {encoder.dim}, got {dimensions}")
     with writer_lock(out):
         return _build_locked(records, out, encoder, model, source, ann, batch_size, max_length, append, show_progress,
-                             precision, dimensions or encoder.dim)
+                             precision, dimensions or encoder.dim, chunk)
 
 
 def _build_locked(records: Records, out: Path, encoder, model: str | None, source: str, ann: str, batch_size: int,
-                  max_length: int, append: bool, show_progress: bool, precision: str, dimensions: int) -> Index:
+                  max_length: int, append: bool, show_progress: bool, precision: str, dimensions: int,
+                  chunk: bool) -> Index:
     existing = Index.load(out, encoder) if live_generation(out) is not None else None
     if append and existing is None:
         raise ZhembedError(f"{out} is not a zhembed index (no CURRENT file); build one with `zhembed index build`")
     if existing is not None:
         model, max_length = existing.meta["model"], existing.meta["max_length"]
         precision, dimensions = existing.meta.get("precision", "fp32"), existing.dimensions
+        chunk = bool(existing.meta.get("chunk"))
     work = out / ".partial"
-    input_key = fingerprint(records, model, encoder.backend.name, max_length)
+    input_key = fingerprint(records, model, encoder.backend.name, max_length) + ("+chunk" if chunk else "")
     if existing is not None:  # a rerun of a command that completed (perhaps killed just after): nothing to do
         done = input_key in existing.meta.get("inputs", []) if append else existing.meta.get("inputs") == [input_key]
         if not done and not append:
@@ -273,22 +297,29 @@ def _build_locked(records: Records, out: Path, encoder, model: str | None, sourc
             shutil.rmtree(work, ignore_errors=True)
             return existing
     previous = existing
-    key = input_key + (f"+{len(previous)}" if previous else "")
-    vectors = truncate(encode_chunks(records, encoder, work, key, batch_size, max_length, show_progress), dimensions)
-    start = len(previous) if previous else 0
+    documents = previous.meta.get("documents", len(previous)) if previous else 0
     given = records.ids or [None] * len(records.texts)
-    ids = [i if i is not None else str(start + n) for n, i in enumerate(given)]
+    ids = [i if i is not None else str(documents + n) for n, i in enumerate(given)]
+    texts, spans = records.texts, None
+    if chunk:  # each document becomes its passages, each passage a vector
+        windows = [encoder.passages(text, max_length) for text in records.texts]
+        ids = [ids[n] for n, w in enumerate(windows) for _ in w]
+        texts = [text[a:b] for text, w in zip(records.texts, windows) for a, b in w]
+        spans = [span for w in windows for span in w]
+    key = input_key + (f"+{len(previous)}" if previous else "")
+    vectors = truncate(encode_chunks(Records(texts=texts), encoder, work, key, batch_size, max_length, show_progress),
+                       dimensions)
     sources = [source]
     if previous is not None:
         vectors = np.concatenate([previous.vectors(), vectors])
         ids, sources = list(previous.ids) + ids, previous.meta["sources"] + sources
-        texts = list(previous.texts) + records.texts
-    else:
-        texts = records.texts
+        texts = list(previous.texts) + texts
+        if chunk:
+            spans = list(zip(Column(previous.records, 2), Column(previous.records, 3))) + spans
     inputs = (previous.meta.get("inputs", []) if previous else []) + [input_key]
     meta = {"format": 2, "model": model, "backend": encoder.backend.name, "model_id": encoder.model_id,
             "dim": encoder.dim, "dimensions": dimensions, "precision": precision, "max_length": max_length,
-            "sources": sources, "inputs": inputs}
-    index = write_index(out, meta, vectors, ids, texts, previous.meta["ann"] if previous else ann, encoder)
+            "chunk": chunk, "documents": documents + len(records.texts), "sources": sources, "inputs": inputs}
+    index = write_index(out, meta, vectors, ids, texts, previous.meta["ann"] if previous else ann, encoder, spans)
     shutil.rmtree(work, ignore_errors=True)
     return index

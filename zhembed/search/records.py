@@ -19,8 +19,13 @@ from ..errors import ZhembedError
 RECORDS, OFFSETS = "records.jsonl", "records.offsets.npy"
 
 
-def write(gen: Path, ids: Sequence, texts: Sequence[str]) -> None:
-    lines = [(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n").encode("utf-8") for i, t in zip(ids, texts)]
+def write(gen: Path, ids: Sequence, texts: Sequence[str], spans: Sequence[tuple[int, int]] | None = None) -> None:
+    """One line per vector; `spans` (for passages of long documents) the passage's character offsets in its
+    document."""
+    records = [{"id": i, "text": t} for i, t in zip(ids, texts)]
+    for record, (start, end) in zip(records, spans or ()):
+        record.update(start=start, end=end)
+    lines = [(json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8") for r in records]
     offsets = np.zeros(len(lines) + 1, dtype=np.uint64)
     np.cumsum([len(line) for line in lines], out=offsets[1:])
     write_atomic(gen / RECORDS, lambda f: f.writelines(lines))
@@ -41,17 +46,18 @@ class RecordFile:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def record(self, i: int) -> tuple[str | int, str]:
+    def record(self, i: int) -> tuple[str | int, str, int | None, int | None]:
+        """(id, text, start, end): start and end are the passage's offsets in its document (None if whole)."""
         line = self._data[int(self.offsets[i]):int(self.offsets[i + 1])]
         try:
             record = json.loads(line)
-            return record["id"], record["text"]
+            return record["id"], record["text"], record.get("start"), record.get("end")
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
             raise ZhembedError(f"{self.path}: record {i + 1} is damaged; rebuild the index") from None
 
 
 class Column(Sequence):
-    """The ids (0) or texts (1) of a RecordFile, as a read-only sequence."""
+    """The ids (0), texts (1), starts (2) or ends (3) of a RecordFile, as a read-only sequence."""
 
     def __init__(self, records: RecordFile, field: int):
         self.records, self.field = records, field

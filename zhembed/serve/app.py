@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ZhembedError
+from ..runtime.chunking import combine
 from ..runtime.pooling import truncate
 from .batching import BatchQueue, Expired, QueueFull
 
@@ -158,6 +159,7 @@ class EmbeddingsRequest(BaseModel):
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
+    long: Literal["truncate", "chunk"] = "truncate"  # zhembed's extension: texts over the model's length
 
 
 class SimilarityRequest(BaseModel):
@@ -265,7 +267,8 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
             raise ApiError(413, f"the request's texts have {total} characters; the limit is {limits.max_total_chars} "
                                 "(--max-total-chars)", param)
 
-    async def embed(request: Request, texts: list[str]) -> tuple[np.ndarray, int, int]:
+    async def embed(request: Request, texts: list[str]) -> tuple[np.ndarray, list[list[int]]]:
+        """Vectors of the texts through the batching queue, and their token ids."""
         lane = lanes["fast" if sum(map(len, texts)) <= limits.fast_lane_chars else "bulk"]
         if not lane.has_room(len(texts)):  # refused before any tokenization
             raise ApiError(503, f"server busy: {lane.depth} texts are queued; the limit is {limits.max_queue}",
@@ -283,8 +286,20 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
                                 "(--request-timeout); retry later", headers={"Retry-After": "1"}) from None
         except Exception as e:
             raise ApiError(400, f"the model could not encode this input ({type(e).__name__})") from None
-        truncated = sum(len(x) >= max_length for x in ids)
-        return vectors, sum(map(len, ids)), truncated
+        return vectors, ids
+
+    def usage(ids: list[list[int]], truncated: bool = True) -> dict:
+        tokens = sum(map(len, ids))
+        cut = sum(len(x) >= max_length for x in ids) if truncated else 0
+        return {"prompt_tokens": tokens, "total_tokens": tokens, "truncated_inputs": cut}
+
+    async def embed_chunked(request: Request, texts: list[str]) -> tuple[np.ndarray, list[list[int]]]:
+        """Each text as overlapping windows through the same queue, averaged by their tokens (as
+        Encoder.encode(long="chunk"))."""
+        windows = await asyncio.to_thread(lambda: [encoder.passages(t, max_length) for t in texts])
+        vectors, ids = await embed(request, [t[a:b] for t, w in zip(texts, windows) for a, b in w])
+        weights = np.array([len(x) for x in ids], dtype=np.float32)
+        return combine(vectors, [len(w) for w in windows], weights), ids
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError):
@@ -317,22 +332,23 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
             size = encoder.check_dimensions(req.dimensions)
         except ZhembedError as e:
             raise ApiError(400, str(e), "dimensions") from None
-        vectors, tokens, truncated = await embed(request, texts)
+        chunked = req.long == "chunk"
+        vectors, ids = await (embed_chunked if chunked else embed)(request, texts)
         if size < encoder.dim:
             vectors = truncate(vectors, size)
         data = [{"object": "embedding", "index": i,
                  "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if req.encoding_format == "base64"
                  else v} for i, v in enumerate(vectors)]
         return json_response({"object": "list", "data": data, "model": req.model or name,
-                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "truncated_inputs": truncated}})
+                              "usage": usage(ids, truncated=not chunked)})
 
     @app.post("/similarity")
     async def similarity(req: SimilarityRequest, request: Request):
         check(req.targets, "targets")
         check([req.source], "source")
-        vectors, tokens, _ = await embed(request, [req.source, *req.targets])
+        vectors, ids = await embed(request, [req.source, *req.targets])
         scores = vectors[1:] @ vectors[0]
-        return {"scores": [round(float(s), 6) for s in scores], "usage": {"prompt_tokens": tokens}}
+        return {"scores": [round(float(s), 6) for s in scores], "usage": usage(ids)}
 
     @app.post("/search")
     async def search(req: SearchRequest, request: Request):
@@ -345,10 +361,9 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
                                 "(--max-search-queries)", "query")
         if not 1 <= req.k <= limits.max_k:
             raise ApiError(400, f"k must be between 1 and {limits.max_k} (--max-k), got {req.k}", "k")
-        vectors, tokens, _ = await embed(request, queries)
+        vectors, ids = await embed(request, queries)
         hits = await asyncio.to_thread(index.search_vectors, vectors, req.k)
-        return json_response({"results": [[{"id": h.id, "text": h.text, "score": round(h.score, 6)} for h in row]
-                                          for row in hits], "usage": {"prompt_tokens": tokens}})
+        return json_response({"results": [[_hit(h) for h in row] for row in hits], "usage": usage(ids)})
 
     @app.get("/health")
     async def health():
@@ -366,6 +381,14 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
     app.add_middleware(Observe, metrics=metrics, queue_depth=queue_depth, paths={r.path for r in app.routes})
     app.state.zhembed = lanes
     return app
+
+
+def _hit(hit) -> dict:
+    """A search hit as JSON; passages of long documents carry their character offsets."""
+    body = {"id": hit.id, "text": hit.text, "score": round(hit.score, 6)}
+    if hit.start is not None:
+        body.update(start=hit.start, end=hit.end)
+    return body
 
 
 async def until_disconnected(request: Request, work):
