@@ -67,3 +67,38 @@ def test_tiny_run_trains_resumes_and_allows_overlap_when_asked(tmp_path, tiny_be
     assert "resumed at step 3/" in " ".join(messages) and any("toy_nli: 20 triples" in m for m in messages)
     before, after = Encoder.load(tiny_bert).encode(["句子1"]), Encoder.load(out).encode(["句子1"])
     assert not np.allclose(before, after)
+
+
+def test_swapped_spans_keep_the_characters_and_change_the_order():
+    from zhembed.train.finetune import swap_spans
+
+    rng = np.random.default_rng(0)
+    for text in ("我借给他一本书", "北京到上海的高铁票多少钱", "花呗怎么还款"):
+        swapped = swap_spans(text, rng)
+        assert swapped is not None and swapped != text and sorted(swapped) == sorted(text)
+    assert swap_spans("好", rng) is None
+
+
+def test_validation_matryoshka_word_order_and_corpus_distillation(tmp_path, tiny_bert):
+    import json
+
+    from conftest import SENTENCES, make_tiny_bert
+
+    _, evals, sts, nli, _ = _files(tmp_path)
+    pairs = _write(tmp_path / "train" / "qm_train.tsv", [(f"问题{i}是什么", f"问题{i}是啥", 1) for i in range(30)])
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    teacher = make_tiny_bert(tmp_path / "teacher", layers=2, seed=3)
+    cfg = FinetuneConfig(model=str(tiny_bert), train=[str(sts), str(nli), str(pairs)], out=str(tmp_path / "out"),
+                         eval_data=str(evals), batch_size=4, lr=1e-3, epochs=1, work_dir=str(tmp_path / "work"),
+                         eval_every=10, log_every=100, val_fraction=0.2, matryoshka="32,16,8",
+                         word_order_negatives=10, teacher=str(teacher), distill_weight=1.0, distill_corpus=str(corpus))
+    messages = []
+    out = finetune(cfg, log=messages.append)
+    evals_logged = [m for m in messages if m.startswith("eval step")]
+    assert evals_logged and all("validation" in m and "word_order" in m and "agreement" in m for m in evals_logged)
+    assert any("(best, saved)" in m for m in evals_logged)
+    run = json.loads((out / "zhembed_run.json").read_text())
+    assert run["validation"] is not None and run["matryoshka"] == "32,16,8"
+    assert Encoder.load(out).dimensions == [32, 16, 8]
+    assert Encoder.load(out).encode("你好", dimensions=8).shape == (8,)

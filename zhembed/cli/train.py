@@ -53,10 +53,16 @@ def finetune(model: Annotated[str, typer.Option(help="The model to fine-tune (e.
              eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation splits: contamination guard and dev checks.")] = None,
              allow_overlap: Annotated[bool, typer.Option("--allow-overlap", help="Train on pairs that share a sentence with an evaluation split.")] = False,
              teacher: Annotated[Optional[str], typer.Option(help="Teacher for the distillation regulariser.")] = None,
-             distill_weight: Annotated[float, typer.Option(help="Weight of the MSE towards the teacher (0: off).")] = 0.0,
+             distill_weight: Annotated[float, typer.Option(help="Weight of the MSE towards the teacher on --distill-corpus (0: off).")] = 0.0,
+             distill_corpus: Annotated[Optional[str], typer.Option(help="Unlabeled sentences for that MSE (files a,b).")] = None,
+             distill_batch: Annotated[int, typer.Option(help="Corpus sentences per step for that MSE.")] = 32,
+             cache_dir: Annotated[Optional[Path], typer.Option(help="Teacher-embedding cache (a distill run's work-dir/cache is reused).")] = None,
+             val_fraction: Annotated[float, typer.Option(help="Share of each training file held out to pick the checkpoint (0: keep the last).")] = 0.0,
+             matryoshka: Annotated[Optional[str], typer.Option(help="Vector sizes to train, e.g. 384,256,128,64,32 (the losses on each prefix).")] = None,
+             word_order_negatives: Annotated[int, typer.Option(help="Synthetic pairs with two spans swapped (label 0) beside their paraphrase.")] = 0,
              epochs: float = 1.0, batch_size: BatchOpt = 32, lr: float = 5e-5, max_length: MaxLenOpt = 64, seed: int = 42,
              work_dir: Annotated[Path, typer.Option(help="Checkpoints (git-ignored).")] = Path("runs/finetune"),
-             checkpoint_every: int = 200, eval_every: int = 500,
+             checkpoint_every: int = 200, eval_every: int = 500, threads: ThreadsOpt = 0,
              resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
     """Fine-tune on labelled pairs: CoSENT for scores and labels, in-batch ranking for NLI triples."""
     needs("train", "zhembed finetune")
@@ -65,7 +71,9 @@ def finetune(model: Annotated[str, typer.Option(help="The model to fine-tune (e.
 
     cfg = FinetuneConfig(model=str(model), train=[t for t in train.split(",") if t], out=str(out),
                          eval_data=str(eval_data or ""), allow_overlap=allow_overlap, teacher=teacher or "",
-                         distill_weight=distill_weight, epochs=epochs, batch_size=batch_size, lr=lr,
+                         distill_weight=distill_weight, distill_corpus=distill_corpus or "", distill_batch=distill_batch,
+                         cache_dir=str(cache_dir or ""), val_fraction=val_fraction, matryoshka=matryoshka or "",
+                         word_order_negatives=word_order_negatives, epochs=epochs, batch_size=batch_size, lr=lr,
                          max_length=max_length, seed=seed, work_dir=str(work_dir),
-                         checkpoint_every=checkpoint_every, eval_every=eval_every)
+                         checkpoint_every=checkpoint_every, eval_every=eval_every, threads=threads)
     run(cfg, resume=resume, log=lambda msg: typer.echo(msg, err=True))

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import ZhembedError
-from ..modeldir import WEIGHTS_FILE, copy_model_files, read_model_config, write_json
+from ..modeldir import DIMENSIONS_KEY, WEIGHTS_FILE, copy_model_files, read_json, read_model_config, write_json
 
 
 RUN_MARKER = "zhembed_run.json"  # in every model directory a training run writes: which run wrote it
@@ -22,9 +22,10 @@ def check_out_dir(out: Path) -> None:
                            "choose a new folder (zhembed replaces the whole folder it writes)")
 
 
-def save_model(model, src_dir: Path, out: Path, run: dict, fp16: bool = True) -> None:
+def save_model(model, src_dir: Path, out: Path, run: dict, fp16: bool = True, dimensions: list[int] | None = None) -> None:
     """Write a trained BertModel as a sentence-transformers directory (fp16 weights, fp32 compute), with the
-    run's settings in zhembed_run.json. The folder is built beside `out` and swapped in whole."""
+    run's settings in zhembed_run.json and the Matryoshka sizes it was trained for, if any. The folder is
+    built beside `out` and swapped in whole."""
     import torch
     from safetensors.torch import save_file
 
@@ -39,6 +40,10 @@ def save_model(model, src_dir: Path, out: Path, run: dict, fp16: bool = True) ->
     config["dtype"] = "float32"  # so AutoModel (dtype="auto") computes in fp32 on the CPU
     write_json(tmp / "config.json", config)
     write_json(tmp / RUN_MARKER, run)
+    if dimensions:
+        st_file = tmp / "config_sentence_transformers.json"
+        st_config = read_json(st_file) if st_file.exists() else {}
+        write_json(st_file, {**st_config, DIMENSIONS_KEY: sorted(dimensions, reverse=True)})
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
         out.rename(old)

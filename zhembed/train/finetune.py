@@ -1,8 +1,15 @@
 """Fine-tuning on labelled Chinese pairs: CoSENT for graded and binary labels, in-batch-negative ranking
-(with the contradiction as a hard negative) for NLI triples, datasets sampled by size, and an optional
-distillation MSE against the teacher that keeps general ability.
+(with the contradiction as a hard negative) for NLI triples, datasets sampled by size.
 
-Read top to bottom: config, data (with the contamination guard), losses, the training loop.
+Beside the supervised losses, optionally:
+- a distillation MSE towards the teacher's (cached) embeddings of unlabeled corpus sentences, which keeps
+  the student close to the teacher outside the training tasks;
+- a Matryoshka objective: every loss applied to each vector prefix (384, 256, ... dimensions);
+- synthetic word-order negatives: a sentence with two spans swapped must score below its paraphrase;
+- a validation set carved from the training files (a seeded fraction of each), which picks the checkpoint,
+  and the student-teacher agreement on held-out corpus sentences, reported beside it.
+
+Read top to bottom: config, data (with the contamination guard), losses, validation, the training loop.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ from ..modeldir import write_json
 from ..runtime import Encoder
 from .common import (Batches, check_out_dir, dev_spearman, load_checkpoint, lr_at, mean_pool, optimizer_step,
                      refuse_to_overwrite, save_checkpoint, save_model)
+from .teacher_cache import TEACHER_MAX_LENGTH, read_corpus, teacher_embeddings
+
+AGREEMENT_SENTENCES = 1000
 
 
 @dataclass
@@ -30,6 +40,13 @@ class FinetuneConfig:
     allow_overlap: bool = False
     teacher: str = ""             # with distill_weight > 0: MSE towards the teacher's embeddings
     distill_weight: float = 0.0
+    distill_corpus: str = ""      # unlabeled sentences (comma-separated files) for that MSE
+    distill_batch: int = 32
+    cache_dir: str = ""           # the teacher-embedding cache (default: WORK_DIR/cache; a distill run's is reused)
+    val_fraction: float = 0.0     # a seeded share of each training file held out to pick the checkpoint
+    matryoshka: str = ""          # e.g. "384,256,128,64,32": the losses on each prefix of the vectors
+    word_order_negatives: int = 0  # synthetic pairs: a sentence and itself with two spans swapped (label 0)
+    threads: int = 0
     epochs: float = 1.0
     batch_size: int = 32
     lr: float = 5e-5
@@ -70,6 +87,50 @@ def load_dataset(path: Path) -> Dataset:
     if is_nli(path, task.labels):
         return Dataset(task.name, "triples", nli_triples(task))
     return Dataset(task.name, "cosent", list(zip(task.first, task.second)), task.labels)
+
+
+def split_validation(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(training part, validation part): a seeded `fraction` of the rows, at least one, held out."""
+    order = np.random.default_rng([seed, len(ds.rows)]).permutation(len(ds.rows))
+    held = order[:max(1, int(round(fraction * len(ds.rows))))]
+    keep = np.setdiff1d(order, held)
+
+    def part(rows: np.ndarray) -> Dataset:
+        return Dataset(ds.name, ds.kind, [ds.rows[i] for i in rows], None if ds.labels is None else ds.labels[rows])
+    return part(keep), part(held)
+
+
+def swap_spans(text: str, rng: np.random.Generator) -> str | None:
+    """`text` with two non-overlapping spans of 1-3 characters exchanged (roles swapped, as in PAWS); None if
+    a few draws find no two different spans (a text too short, or of one repeated character)."""
+    for _ in range(8):
+        length = int(rng.integers(1, 4))
+        if len(text) < 2 * length + 1:
+            continue
+        i = int(rng.integers(0, len(text) - 2 * length + 1))
+        j = int(rng.integers(i + length, len(text) - length + 1))
+        a, b = text[i:i + length], text[j:j + length]
+        if a != b:
+            return text[:i] + b + text[i + length:j] + a + text[j + length:]
+    return None
+
+
+def word_order_dataset(datasets: list[Dataset], count: int, seed: int) -> Dataset:
+    """Pairs (a, b, 1) of paraphrases from the binary CoSENT files, each beside (a, a with two spans swapped,
+    0): the model must rank a paraphrase above a look-alike that means something else."""
+    rng = np.random.default_rng(seed)
+    positives = [row for ds in datasets if ds.kind == "cosent" and set(np.unique(ds.labels)) <= {0.0, 1.0}
+                 for row, label in zip(ds.rows, ds.labels) if label == 1]
+    rows, labels = [], []
+    for i in rng.permutation(len(positives)):
+        a, b = positives[i]
+        swapped = swap_spans(a, rng)
+        if swapped is not None:
+            rows += [(a, b), (a, swapped)]
+            labels += [1.0, 0.0]
+        if len(rows) >= 2 * count:
+            break
+    return Dataset("word_order", "cosent", rows, np.asarray(labels))
 
 
 def eval_sentences(eval_dir: Path) -> dict[str, set[str]]:
@@ -114,6 +175,13 @@ def ranking_loss(anchor, positive, negative, scale: float):
     return torch.nn.functional.cross_entropy(logits, torch.arange(len(anchor)))
 
 
+def matryoshka_loss(loss_fn, embeddings, dims: list[int]):
+    """The mean of `loss_fn` over each prefix of the embeddings (all of them when `dims` is empty)."""
+    if not dims:
+        return loss_fn(*embeddings)
+    return sum(loss_fn(*(e[:, :d] for e in embeddings)) for d in dims) / len(dims)
+
+
 class Sampler:
     """Per step: a dataset drawn in proportion to its size, then the next batch of its own shuffle."""
 
@@ -141,30 +209,101 @@ def _embed(model, encoder, texts: list[str], max_length: int):
     return mean_pool(model(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask)
 
 
-def step_loss(model, encoder, teacher, ds: Dataset, rows: np.ndarray, cfg: FinetuneConfig):
+def step_loss(model, encoder, ds: Dataset, rows: np.ndarray, cfg: FinetuneConfig, dims: list[int]):
     import torch
 
     columns = list(zip(*(ds.rows[i] for i in rows)))
     texts = [s for col in columns for s in col]
     emb = _embed(model, encoder, texts, cfg.max_length).split(len(rows))
     if ds.kind == "triples":
-        loss = ranking_loss(*emb, cfg.scale)
-    else:
-        loss = cosent_loss(emb[0], emb[1], torch.from_numpy(ds.labels[rows]), cfg.scale)
-    if teacher is not None and cfg.distill_weight:
-        target = torch.from_numpy(teacher.encode(texts, max_length=cfg.max_length, normalize=False))
-        loss = loss + cfg.distill_weight * torch.nn.functional.mse_loss(torch.cat(emb), target)
-    return loss
+        return matryoshka_loss(lambda *e: ranking_loss(*e, cfg.scale), emb, dims)
+    labels = torch.from_numpy(ds.labels[rows])
+    return matryoshka_loss(lambda a, b: cosent_loss(a, b, labels, cfg.scale), emb, dims)
+
+
+@dataclass
+class Corpus:
+    """Unlabeled sentences with the teacher's embeddings: most for the distillation MSE, the `held` ones
+    (in no training pair) for the student-teacher agreement."""
+
+    sentences: list[str]
+    targets: np.ndarray
+    train: np.ndarray
+    held: np.ndarray
+    seed: int
+
+    def batch(self, step: int, size: int) -> np.ndarray:
+        """Deterministic in `step`: consecutive slices of a seeded shuffle, reshuffled each pass."""
+        epoch, within = divmod(step * size, len(self.train))
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.train)
+        return order[within:within + size]
+
+
+def load_corpus(cfg: FinetuneConfig, datasets: list[Dataset], work: Path, log) -> Corpus:
+    sentences = read_corpus(cfg.distill_corpus)
+    targets = teacher_embeddings(Path(cfg.teacher), sentences, Path(cfg.cache_dir or work / "cache"),
+                                 TEACHER_MAX_LENGTH, log=log)
+    in_pairs = {s for ds in datasets for row in ds.rows for s in row}
+    held = min(AGREEMENT_SENTENCES, len(sentences) // 5)  # a small corpus keeps most of itself for training
+    free = np.array([i for i in range(len(sentences) - 1, -1, -1) if sentences[i] not in in_pairs][:held], dtype=int)
+    train = np.setdiff1d(np.arange(len(sentences)), free)
+    log(f"distillation corpus: {len(train)} sentences; agreement on {len(free)} held-out sentences")
+    return Corpus(sentences, targets, train, free, cfg.seed)
+
+
+def distill_loss(model, encoder, corpus: Corpus, step: int, cfg: FinetuneConfig):
+    """MSE between the student's and the teacher's (cached) embeddings of a batch of corpus sentences."""
+    import torch
+
+    rows = corpus.batch(step, cfg.distill_batch)
+    pred = _embed(model, encoder, [corpus.sentences[i] for i in rows], cfg.max_length)
+    return torch.nn.functional.mse_loss(pred, torch.from_numpy(np.asarray(corpus.targets[rows], dtype=np.float32)))
+
+
+def agreement(encoder, corpus: Corpus, pairs: int = 5000) -> float:
+    """Spearman x 100 between the student's and the teacher's cosines of random pairs of held-out sentences."""
+    from ..eval.suite import spearman
+
+    student = encoder.encode([corpus.sentences[i] for i in corpus.held], batch_size=64, show_progress=False)
+    teacher = np.asarray(corpus.targets[corpus.held], dtype=np.float32)
+    teacher /= np.linalg.norm(teacher, axis=1, keepdims=True)
+    i, j = np.random.default_rng(0).integers(0, len(corpus.held), size=(2, pairs))
+    return 100 * spearman((student[i] * student[j]).sum(1), (teacher[i] * teacher[j]).sum(1))
+
+
+def validation(encoder, held_out: list[Dataset]) -> dict[str, float]:
+    """Per held-out training file: Spearman x 100 of cosine and label (pairs), or the share of triples whose
+    positive scores above their negative; and their mean (a file whose held-out labels are all equal has no
+    Spearman, and is left out of it)."""
+    from ..eval.suite import spearman
+
+    scores = {}
+    for ds in held_out:
+        columns = [encoder.encode(list(col), batch_size=64, show_progress=False) for col in zip(*ds.rows)]
+        if ds.kind == "triples":
+            anchor, positive, negative = columns
+            scores[ds.name] = 100 * float(np.mean((anchor * positive).sum(1) > (anchor * negative).sum(1)))
+        else:
+            scores[ds.name] = 100 * spearman((columns[0] * columns[1]).sum(1), ds.labels)
+    finite = [v for v in scores.values() if np.isfinite(v)]
+    return {**scores, "mean": float(np.mean(finite)) if finite else -float("inf")}
 
 
 def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
     import torch
 
     torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     work, out = Path(cfg.work_dir), Path(cfg.out)
     check_out_dir(out)
     ckpt_file = refuse_to_overwrite(work / "checkpoint.pt", resume)
     datasets = [load_dataset(Path(p)) for p in cfg.train]
+    if cfg.word_order_negatives:
+        datasets.append(word_order_dataset(datasets, cfg.word_order_negatives, cfg.seed))
+    held_out = []
+    if cfg.val_fraction:
+        datasets, held_out = map(list, zip(*(split_validation(ds, cfg.val_fraction, cfg.seed) for ds in datasets)))
     if cfg.eval_data and not cfg.allow_overlap:
         problems = contamination(datasets, Path(cfg.eval_data))
         if problems:
@@ -175,33 +314,61 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
     for ds in datasets:
         log(f"{ds.name}: {len(ds.rows)} {'triples' if ds.kind == 'triples' else 'pairs'} ({ds.kind})")
 
+    if cfg.distill_weight and not (cfg.teacher and cfg.distill_corpus):
+        raise ZhembedError("--distill-weight needs --teacher and --distill-corpus")
+    corpus = load_corpus(cfg, datasets, work, log) if cfg.distill_weight else None
     encoder = Encoder.load(cfg.model, backend="torch")
+    dims = [int(d) for d in cfg.matryoshka.split(",") if d] if cfg.matryoshka else []
+    if any(not 0 < d <= encoder.dim for d in dims):
+        raise ZhembedError(f"--matryoshka sizes must lie in 1..{encoder.dim}, got {cfg.matryoshka}")
     model = encoder.backend.model.train()
-    teacher = Encoder.load(cfg.teacher, backend="torch") if cfg.teacher and cfg.distill_weight else None
     sampler = Sampler(datasets, cfg.batch_size, cfg.seed)
     total = int(sampler.steps_per_epoch * cfg.epochs)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    step = 0
+    step, best = 0, -float("inf")
     if resume and ckpt_file.exists():
-        step = load_checkpoint(ckpt_file, model, opt, asdict(cfg))["step"]
+        ckpt = load_checkpoint(ckpt_file, model, opt, asdict(cfg))
+        step, best = ckpt["step"], ckpt["best"]
         log(f"resumed at step {step}/{total}")
 
     start, start_step = time.time(), step
     while step < total:
         ds, rows = sampler.batch(step)
-        loss = step_loss(model, encoder, teacher, ds, rows, cfg)
+        loss = step_loss(model, encoder, ds, rows, cfg, dims)
+        if corpus is not None:
+            loss = loss + cfg.distill_weight * distill_loss(model, encoder, corpus, step, cfg)
         optimizer_step(model, opt, loss, lr_at(step, total, cfg))
         step += 1
         if step % cfg.log_every == 0 or step == total:
             rate = (step - start_step) / (time.time() - start)
             log(f"step {step}/{total} {ds.name} loss {loss.item():.4f} ({rate:.2f} steps/s, "
                 f"{(total - step) / rate / 60:.1f} min left)")
-        if cfg.eval_data and (step % cfg.eval_every == 0 or step == total):
-            model.eval()  # monitoring only: the evaluation splits never choose the model
-            log(f"eval step {step}: {dev_spearman(encoder, Path(cfg.eval_data))}")
-            model.train()
+        if step % cfg.eval_every == 0 or step == total:
+            best = _evaluate(model, encoder, held_out, corpus, dims, best, step, total, cfg, out, log)
         if step % cfg.checkpoint_every == 0 or step == total:
-            save_checkpoint(ckpt_file, model, opt, step, 0.0, asdict(cfg))
-    save_model(model, Path(cfg.model), out, {"command": "finetune", "step": step, **asdict(cfg)})
+            save_checkpoint(ckpt_file, model, opt, step, best, asdict(cfg))
     log(f"done after {step} steps; model in {out}")
     return out
+
+
+def _evaluate(model, encoder, held_out, corpus, dims, best, step, total, cfg, out, log) -> float:
+    """Validation on the held-out training rows picks the model (the last one without validation); the
+    agreement with the teacher and the evaluation splits are only reported."""
+    model.eval()
+    message, score = f"eval step {step}:", None
+    if held_out:
+        scores = validation(encoder, held_out)
+        score = scores["mean"]
+        message += " validation " + " ".join(f"{k} {v:.2f}" for k, v in scores.items())
+    if corpus is not None:
+        message += f" agreement {agreement(encoder, corpus):.2f}"
+    if cfg.eval_data:  # monitoring only: the evaluation splits never choose the model
+        message += " | " + dev_spearman(encoder, Path(cfg.eval_data))
+    if (score is not None and score > best) or (score is None and step == total):
+        best = score if score is not None else best
+        run = {"command": "finetune", "step": step, "validation": score, **asdict(cfg)}
+        save_model(model, Path(cfg.model), out, run, dimensions=dims or None)
+        message += " (best, saved)" if score is not None else " (saved)"
+    log(message)
+    model.train()
+    return best

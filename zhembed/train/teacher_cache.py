@@ -14,6 +14,7 @@ from ..runtime import Encoder
 from ..textio import read_lines
 
 CHUNK = 2048
+TEACHER_MAX_LENGTH = 256  # the length distillation caches its targets at; fine-tuning reuses that cache
 
 
 def corpus_files(spec: str | Path) -> list[Path]:
