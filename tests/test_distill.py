@@ -70,16 +70,20 @@ def _config(tmp_path, teacher, **kw) -> DistillConfig:
                          work_dir=str(tmp_path / "work"), checkpoint_every=2, eval_every=3, log_every=1, epochs=2, **kw)
 
 
+def _killed_at(cfg: DistillConfig, step: int) -> DistillConfig:
+    """Run `cfg` until it logs `step`, then stop it as a kill would."""
+    def killer(message: str) -> None:
+        if message.startswith(f"step {step}/"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        distill(cfg, log=killer)
+    return cfg
+
+
 def test_kill_and_resume_gives_the_same_model(tmp_path):
     teacher = make_tiny_bert(tmp_path / "teacher", layers=2)
     full = distill(_config(tmp_path / "a", teacher), log=lambda m: None)
-
-    def killer(message: str) -> None:
-        if message.startswith("step 7/"):
-            raise KeyboardInterrupt
-    cfg = _config(tmp_path / "b", teacher)
-    with pytest.raises(KeyboardInterrupt):
-        distill(cfg, log=killer)
+    cfg = _killed_at(_config(tmp_path / "b", teacher), 7)
     with pytest.raises(ZhembedError, match="--resume"):
         distill(cfg, log=lambda m: None)
     messages = []
@@ -93,14 +97,7 @@ def test_kill_and_resume_gives_the_same_model(tmp_path):
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
-    teacher = make_tiny_bert(tmp_path / "teacher", layers=2)
-
-    def killer(message: str) -> None:
-        if message.startswith("step 3/"):
-            raise KeyboardInterrupt
-    cfg = _config(tmp_path / "run", teacher)
-    with pytest.raises(KeyboardInterrupt):
-        distill(cfg, log=killer)
+    cfg = _killed_at(_config(tmp_path / "run", make_tiny_bert(tmp_path / "teacher", layers=2)), 3)
     cfg.epochs, cfg.lr = 5, 2e-3
     with pytest.raises(ZhembedError, match=r"other settings \(epochs: 2 -> 5, lr: 0.001 -> 0.002\)"):
         distill(cfg, resume=True, log=lambda m: None)

@@ -97,6 +97,19 @@ def dev_spearman(encoder, data: Path) -> str:
     return " ".join(f"{name} {s['cosine']:.2f}" for name, s in scores.items())
 
 
+def start_run(cfg, resume: bool) -> tuple[Path, Path, Path]:
+    """Seed torch, set its threads, and check the output folder and the checkpoint before any work; returns
+    (work dir, output dir, checkpoint file)."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    work, out = Path(cfg.work_dir), Path(cfg.out)
+    check_out_dir(out)
+    return work, out, refuse_to_overwrite(work / "checkpoint.pt", resume)
+
+
 def refuse_to_overwrite(ckpt_file: Path, resume: bool) -> Path:
     """A run never silently restarts over another run's checkpoint."""
     if ckpt_file.exists() and not resume:

@@ -16,8 +16,8 @@ import numpy as np
 from ..errors import ZhembedError
 from ..modeldir import WEIGHTS_FILE, copy_model_files, read_model_config, write_json
 from ..runtime import Encoder
-from .common import (Batches, check_out_dir, dev_spearman, load_checkpoint, lr_at, mean_pool, optimizer_step,
-                     refuse_to_overwrite, save_checkpoint, save_model)
+from .common import (Batches, dev_spearman, load_checkpoint, lr_at, mean_pool, optimizer_step, save_checkpoint,
+                     save_model, start_run)
 from .teacher_cache import corpus_files, read_corpus, teacher_embeddings
 
 
@@ -103,13 +103,8 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, pool: int = 5
 def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
     import torch
 
-    torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    work, out = Path(cfg.work_dir), Path(cfg.out)
-    check_out_dir(out)
+    work, out, ckpt_file = start_run(cfg, resume)
     work.mkdir(parents=True, exist_ok=True)
-    ckpt_file = refuse_to_overwrite(work / "checkpoint.pt", resume)
     write_json(work / "config.json", asdict(cfg))
 
     # 1. The teacher's view of the corpus (cached), with a held-out dev slice.

@@ -24,8 +24,8 @@ from ..errors import ZhembedError
 from ..eval.suite import PairTask
 from ..modeldir import write_json
 from ..runtime import Encoder
-from .common import (Batches, check_out_dir, dev_spearman, load_checkpoint, lr_at, mean_pool, optimizer_step,
-                     refuse_to_overwrite, save_checkpoint, save_model)
+from .common import (Batches, dev_spearman, load_checkpoint, lr_at, mean_pool, optimizer_step, save_checkpoint,
+                     save_model, start_run)
 from .teacher_cache import TEACHER_MAX_LENGTH, read_corpus, teacher_embeddings
 
 AGREEMENT_SENTENCES = 1000
@@ -292,12 +292,7 @@ def validation(encoder, held_out: list[Dataset]) -> dict[str, float]:
 def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
     import torch
 
-    torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    work, out = Path(cfg.work_dir), Path(cfg.out)
-    check_out_dir(out)
-    ckpt_file = refuse_to_overwrite(work / "checkpoint.pt", resume)
+    work, out, ckpt_file = start_run(cfg, resume)
     datasets = [load_dataset(Path(p)) for p in cfg.train]
     if cfg.word_order_negatives:
         datasets.append(word_order_dataset(datasets, cfg.word_order_negatives, cfg.seed))
