@@ -67,3 +67,20 @@ def test_token_budget_encode_is_the_same(tiny_bert):
                                atol=1e-5)
     with pytest.raises(ZhembedError, match="max_batch_tokens"):
         enc.encode(texts, max_batch_tokens=8, max_length=32)
+
+
+def test_a_killed_export_leaves_no_half_file_to_load(tiny_bert, tmp_path, monkeypatch):
+    from zhembed.make import onnx_export
+
+    def dies_half_way(src, dst):
+        dst.write_bytes(b"half an int8 model")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(onnx_export, "_quantize", dies_half_way)
+    import shutil
+
+    model = shutil.copytree(tiny_bert, tmp_path / "m")
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(model, quantize="int8")
+    assert not (tmp_path / "m" / "onnx" / "model_qint8.onnx").exists()
+    assert not (tmp_path / "m" / "onnx" / "model.onnx").exists()
+    assert Encoder.load(tmp_path / "m", backend="auto").backend.name == "torch"  # nothing half-written is picked
