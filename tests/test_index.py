@@ -275,3 +275,20 @@ def test_an_index_of_a_prefix_of_the_vectors(encoder, tmp_path):
         ix.build_index(_records(SENTENCES[:5]), tmp_path / "b", encoder, None, "a", dimensions=12, precision="binary")
     with pytest.raises(ZhembedError, match="unknown --precision"):
         ix.build_index(_records(SENTENCES[:5]), tmp_path / "c", encoder, None, "a", precision="int4")
+
+
+def test_every_index_file_is_fsynced_before_current_switches(encoder, tmp_path, monkeypatch):
+    import os
+
+    from zhembed import atomic
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real(fd))
+    ix.build_index(_records(SENTENCES[:5]), tmp_path / "idx", encoder, None, "a", show_progress=False)
+    names = [os.path.basename(p) for p in synced]
+    for name in ("vectors.faiss", "records.jsonl", "records.offsets.npy", "meta.json", "CURRENT"):
+        assert any(n.startswith(f".{name}.") for n in names), (name, names)
+    assert names.index(next(n for n in names if n.startswith(".CURRENT."))) > names.index(
+        next(n for n in names if n.startswith(".meta.json.")))  # the switch comes last
+    assert any(p.endswith("gen-000001") for p in synced) and any(p.endswith("idx") for p in synced)  # folders too
