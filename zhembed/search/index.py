@@ -244,7 +244,8 @@ def write_index(path: Path, meta: dict, vectors: np.ndarray, ids: Sequence, text
     write_text_atomic(path / "CURRENT", gen.name)
     for stale in sorted(path.glob("gen-*"))[:-KEEP_GENERATIONS]:
         shutil.rmtree(stale, ignore_errors=True)
-    return Index.load(path, encoder)
+    exact = None if meta["precision"] == "fp32" else np.load(gen / "vectors.npy", mmap_mode="r")
+    return Index(path, meta, Ann(index, meta["precision"], exact), RecordFile(gen), encoder)  # no re-read of the index
 
 
 @contextmanager
