@@ -1,0 +1,37 @@
+"""The student-teacher agreement of models, as `zhembed finetune` logs it: Spearman x 100 between a model's and
+the teacher's cosines of 5,000 random pairs of 1,000 held-out corpus sentences that no training pair contains.
+
+    python scripts/agreement.py MODEL [MODEL ...] --teacher T --corpus a.txt,b.txt --train x.tsv,y.tsv \
+        --cache-dir runs/distill-v2/cache
+
+Every model is measured on the same held-out sentences (the last of the corpus's seeded shuffle that no row of
+the --train files contains) and the teacher's cached embeddings, so the numbers compare with each other; a
+fine-tune's own log excludes only its training part of those files, so its held-out set can differ slightly.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from zhembed import Encoder
+from zhembed.train.finetune import FinetuneConfig, agreement, load_corpus, load_dataset
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--corpus", required=True)
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--cache-dir", type=Path, required=True)
+    args = parser.parse_args()
+    cfg = FinetuneConfig(model="", train=args.train.split(","), out="", teacher=args.teacher, distill_weight=1.0,
+                         distill_corpus=args.corpus, cache_dir=str(args.cache_dir))
+    corpus = load_corpus(cfg, [load_dataset(Path(p)) for p in cfg.train], args.cache_dir, log=print)
+    for model in args.models:
+        print(f"{model}: agreement {agreement(Encoder.load(model, backend='torch'), corpus):.2f}")
+
+
+if __name__ == "__main__":
+    main()
