@@ -292,3 +292,10 @@ def test_every_index_file_is_fsynced_before_current_switches(encoder, tmp_path, 
     assert names.index(next(n for n in names if n.startswith(".CURRENT."))) > names.index(
         next(n for n in names if n.startswith(".meta.json.")))  # the switch comes last
     assert any(p.endswith("gen-000001") for p in synced) and any(p.endswith("idx") for p in synced)  # folders too
+
+
+def test_searching_read_only_vectors_leaves_them_untouched(encoder, tmp_path):
+    index = ix.build_index(_records(SENTENCES[:5]), tmp_path / "idx", encoder, None, "a", show_progress=False)
+    queries = encoder.encode(SENTENCES[:2], max_length=128)
+    queries.setflags(write=False)  # e.g. a memory-mapped file of query vectors
+    assert index.search_vectors(queries, k=1)[0][0].text == SENTENCES[0]

@@ -26,8 +26,9 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
 
 
 def truncate(vectors: np.ndarray, dimensions: int, renormalize: bool = True) -> np.ndarray:
-    """The first `dimensions` components of each row (a Matryoshka prefix), unit-length again if asked."""
-    out = np.ascontiguousarray(vectors[..., :dimensions])
+    """The first `dimensions` components of each row (a Matryoshka prefix), unit-length again if asked; always a
+    new array, so the caller's vectors (perhaps a read-only memory map) are never changed."""
+    out = np.array(vectors[..., :dimensions], dtype=np.float32)
     if renormalize:
         out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
     return out

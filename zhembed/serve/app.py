@@ -269,11 +269,12 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
 
     async def embed(request: Request, texts: list[str]) -> tuple[np.ndarray, list[list[int]]]:
         """Vectors of the texts through the batching queue, and their token ids."""
-        lane = lanes["fast" if sum(map(len, texts)) <= limits.fast_lane_chars else "bulk"]
+        chars = sum(map(len, texts))
+        lane = lanes["fast" if chars <= limits.fast_lane_chars else "bulk"]
         if not lane.has_room(len(texts)):  # refused before any tokenization
             raise ApiError(503, f"server busy: {lane.depth} texts are queued; the limit is {limits.max_queue}",
                            headers={"Retry-After": "1"})
-        if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:  # cheaper than a hop to a thread
+        if chars <= INLINE_TOKENIZE_CHARS:  # cheaper than a hop to a thread
             ids = encoder.tokenize(texts, max_length)
         else:
             ids = await asyncio.to_thread(encoder.tokenize, texts, max_length)
