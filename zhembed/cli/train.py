@@ -12,6 +12,7 @@ from ..modeldir import resolve_model_dir
 from .common import BatchOpt, MaxLenOpt, app, needs
 
 ThreadsOpt = Annotated[int, typer.Option(help="CPU threads for training and the teacher (0: all cores).")]
+PrecisionOpt = Annotated[str, typer.Option(help="Forward pass: bf16 autocast, fp32, or auto (bf16 where the CPU has AVX512-BF16/AMX).")]
 
 
 @app.command()
@@ -27,7 +28,7 @@ def distill(teacher: Annotated[Optional[str], typer.Option(help="Teacher directo
             seed: int = 42,
             work_dir: Annotated[Path, typer.Option(help="Checkpoints and caches (git-ignored).")] = Path("runs/distill"),
             eval_data: Annotated[Optional[Path], typer.Option(help="Folder with csts_dev/lcqmc_dev for dev checks.")] = None,
-            checkpoint_every: int = 200, eval_every: int = 500, threads: ThreadsOpt = 0,
+            checkpoint_every: int = 200, eval_every: int = 500, threads: ThreadsOpt = 0, precision: PrecisionOpt = "auto",
             resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
     """Distil a small student from a teacher (MSE on sentence embeddings), with checkpoints and resume."""
     needs("train", "zhembed distill")
@@ -42,7 +43,7 @@ def distill(teacher: Annotated[Optional[str], typer.Option(help="Teacher directo
                         epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, cos_weight=cos_weight,
                         max_sentences=max_sentences, seed=seed, work_dir=str(work_dir),
                         eval_data=str(eval_data or ""), checkpoint_every=checkpoint_every, eval_every=eval_every,
-                        threads=threads)
+                        threads=threads, precision=precision)
     run(cfg, resume=resume, log=lambda msg: typer.echo(msg, err=True))
 
 
@@ -62,7 +63,8 @@ def finetune(model: Annotated[str, typer.Option(help="The model to fine-tune (e.
              word_order_negatives: Annotated[int, typer.Option(help="Synthetic pairs with two spans swapped (label 0) beside their paraphrase.")] = 0,
              epochs: float = 1.0, batch_size: BatchOpt = 32, lr: float = 5e-5, max_length: MaxLenOpt = 64, seed: int = 42,
              work_dir: Annotated[Path, typer.Option(help="Checkpoints (git-ignored).")] = Path("runs/finetune"),
-             checkpoint_every: int = 200, eval_every: int = 500, threads: ThreadsOpt = 0,
+             checkpoint_every: int = 200, eval_every: int = 500, threads: ThreadsOpt = 0, precision: PrecisionOpt = "auto",
+             group_size: Annotated[int, typer.Option(help="Texts per forward pass, length-sorted (0: a step's texts at once).")] = 32,
              resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
     """Fine-tune on labelled pairs: CoSENT for scores and labels, in-batch ranking for NLI triples."""
     needs("train", "zhembed finetune")
@@ -75,5 +77,6 @@ def finetune(model: Annotated[str, typer.Option(help="The model to fine-tune (e.
                          cache_dir=str(cache_dir or ""), val_fraction=val_fraction, matryoshka=matryoshka or "",
                          word_order_negatives=word_order_negatives, epochs=epochs, batch_size=batch_size, lr=lr,
                          max_length=max_length, seed=seed, work_dir=str(work_dir),
-                         checkpoint_every=checkpoint_every, eval_every=eval_every, threads=threads)
+                         checkpoint_every=checkpoint_every, eval_every=eval_every, threads=threads,
+                         precision=precision, group_size=group_size)
     run(cfg, resume=resume, log=lambda msg: typer.echo(msg, err=True))

@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ZhembedError
 from ..modeldir import DIMENSIONS_KEY, WEIGHTS_FILE, copy_model_files, read_json, read_model_config, write_json
 
@@ -52,8 +54,51 @@ def save_model(model, src_dir: Path, out: Path, run: dict, fp16: bool = True, di
 
 
 def mean_pool(hidden, mask):
+    """Mean over the unmasked tokens, in fp32 whatever the hidden states' precision."""
+    hidden = hidden.float()
     m = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX): only there is bf16 autocast faster."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast(precision: str):
+    """The forward pass's precision: bf16 autocast (weights, optimizer and losses stay fp32) for "bf16", and
+    for "auto" on a CPU with native bf16; fp32 otherwise."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ZhembedError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    use = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=use)
+
+
+def pooled(model, encoder, ids: list[list[int]], precision: str = "fp32", group: int = 0):
+    """Mean-pooled fp32 embeddings of token-id lists, in their order. With `group` > 0 the texts run through
+    the model in length-sorted groups of that many, each padded only to its own longest text (less padding
+    for the same result)."""
+    import torch
+
+    order = np.argsort([len(x) for x in ids], kind="stable") if group else np.arange(len(ids))
+    size = group or len(ids)
+    parts = []
+    with autocast(precision):
+        for lo in range(0, len(ids), size):
+            input_ids, mask = (torch.from_numpy(a) for a in encoder.pad([ids[i] for i in order[lo:lo + size]]))
+            parts.append(mean_pool(model(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask))
+    out = torch.cat(parts)
+    return out[torch.from_numpy(np.argsort(order))] if group else out
 
 
 class Batches:
@@ -62,11 +107,8 @@ class Batches:
     def __init__(self, encoder, sentences: list[str], max_length: int):
         self.encoder, self.ids = encoder, encoder.tokenize(sentences, max_length)
 
-    def tensors(self, rows):
-        import torch
-
-        input_ids, mask = self.encoder.pad([self.ids[i] for i in rows])
-        return torch.from_numpy(input_ids), torch.from_numpy(mask)
+    def embed(self, model, rows, precision: str = "fp32", group: int = 0):
+        return pooled(model, self.encoder, [self.ids[i] for i in rows], precision, group)
 
 
 def optimizer_step(model, opt, loss, lr: float) -> None:

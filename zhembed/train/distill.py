@@ -16,8 +16,8 @@ import numpy as np
 from ..errors import ZhembedError
 from ..modeldir import WEIGHTS_FILE, copy_model_files, read_model_config, write_json
 from ..runtime import Encoder
-from .common import (Batches, dev_spearman, load_checkpoint, lr_at, mean_pool, optimizer_step, save_checkpoint,
-                     save_model, start_run)
+from .common import (Batches, dev_spearman, load_checkpoint, lr_at, optimizer_step, save_checkpoint, save_model,
+                     start_run)
 from .teacher_cache import corpus_files, read_corpus, teacher_embeddings
 
 
@@ -44,6 +44,7 @@ class DistillConfig:
     eval_every: int = 500
     eval_data: str = ""           # folder with csts_dev.tsv / lcqmc_dev.tsv for periodic dev Spearman
     threads: int = 0
+    precision: str = "auto"       # the forward pass: "bf16" autocast, "fp32", or "auto" (bf16 where the CPU has it)
 
 
 def choose_layers(spec: str, teacher_layers: int, num_layers: int) -> list[int]:
@@ -179,8 +180,7 @@ def _student_init(cfg: DistillConfig, work: Path, log) -> Path:
 def _loss(model, batches: Batches, targets, rows, cfg: DistillConfig):
     import torch
 
-    input_ids, mask = batches.tensors(rows)
-    pred = mean_pool(model(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask)
+    pred = batches.embed(model, rows, cfg.precision)
     target = torch.from_numpy(np.asarray(targets[rows], dtype=np.float32))
     loss = torch.nn.functional.mse_loss(pred, target)
     if cfg.cos_weight:
@@ -195,8 +195,7 @@ def _evaluate(model, encoder, batches, targets, train_n, init_dir, out, best, cf
     model.eval()
     dev = np.arange(train_n, len(batches.ids))
     with torch.inference_mode():
-        preds = [mean_pool(model(input_ids=i, attention_mask=m).last_hidden_state, m)
-                 for i, m in (batches.tensors(dev[lo:lo + 128]) for lo in range(0, len(dev), 128))]
+        preds = [batches.embed(model, dev[lo:lo + 128]) for lo in range(0, len(dev), 128)]
     mse = torch.nn.functional.mse_loss(torch.cat(preds), torch.from_numpy(np.asarray(targets[dev], np.float32))).item()
     message = f"eval step {step}: dev MSE {mse:.6f}"
     if cfg.eval_data:

@@ -24,8 +24,8 @@ from ..errors import ZhembedError
 from ..eval.suite import PairTask
 from ..modeldir import write_json
 from ..runtime import Encoder
-from .common import (Batches, dev_spearman, load_checkpoint, lr_at, mean_pool, optimizer_step, save_checkpoint,
-                     save_model, start_run)
+from .common import (dev_spearman, load_checkpoint, lr_at, optimizer_step, pooled, save_checkpoint, save_model,
+                     start_run)
 from .teacher_cache import TEACHER_MAX_LENGTH, read_corpus, teacher_embeddings
 
 AGREEMENT_SENTENCES = 1000
@@ -47,6 +47,8 @@ class FinetuneConfig:
     matryoshka: str = ""          # e.g. "384,256,128,64,32": the losses on each prefix of the vectors
     word_order_negatives: int = 0  # synthetic pairs: a sentence and itself with two spans swapped (label 0)
     threads: int = 0
+    precision: str = "auto"       # the forward pass: "bf16" autocast, "fp32", or "auto" (bf16 where the CPU has it)
+    group_size: int = 32          # texts per forward pass, length-sorted so each pads little (0: a step's texts at once)
     epochs: float = 1.0
     batch_size: int = 32
     lr: float = 5e-5
@@ -203,10 +205,8 @@ class Sampler:
         return ds, order[within * self.batch_size:(within + 1) * self.batch_size]
 
 
-def _embed(model, encoder, texts: list[str], max_length: int):
-    batches = Batches(encoder, texts, max_length)
-    input_ids, mask = batches.tensors(range(len(texts)))
-    return mean_pool(model(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask)
+def _embed(model, encoder, texts: list[str], cfg: FinetuneConfig):
+    return pooled(model, encoder, encoder.tokenize(texts, cfg.max_length), cfg.precision, cfg.group_size)
 
 
 def step_loss(model, encoder, ds: Dataset, rows: np.ndarray, cfg: FinetuneConfig, dims: list[int]):
@@ -214,7 +214,7 @@ def step_loss(model, encoder, ds: Dataset, rows: np.ndarray, cfg: FinetuneConfig
 
     columns = list(zip(*(ds.rows[i] for i in rows)))
     texts = [s for col in columns for s in col]
-    emb = _embed(model, encoder, texts, cfg.max_length).split(len(rows))
+    emb = _embed(model, encoder, texts, cfg).split(len(rows))
     if ds.kind == "triples":
         return matryoshka_loss(lambda *e: ranking_loss(*e, cfg.scale), emb, dims)
     labels = torch.from_numpy(ds.labels[rows])
@@ -256,7 +256,7 @@ def distill_loss(model, encoder, corpus: Corpus, step: int, cfg: FinetuneConfig)
     import torch
 
     rows = corpus.batch(step, cfg.distill_batch)
-    pred = _embed(model, encoder, [corpus.sentences[i] for i in rows], cfg.max_length)
+    pred = _embed(model, encoder, [corpus.sentences[i] for i in rows], cfg)
     return torch.nn.functional.mse_loss(pred, torch.from_numpy(np.asarray(corpus.targets[rows], dtype=np.float32)))
 
 
