@@ -57,3 +57,21 @@ stage teacher import_teacher "$TEACHER"
 #    vocabulary pruned to the corpus, teacher layers 1,4,7,10, MSE on sentence embeddings, 1 epoch.
 stage distill zhembed distill --teacher "$TEACHER" --corpus "$CORPUS" --out "$RUNS/student-v2" --work-dir "$RUNS/distill-v2" \
   --epochs 1 --threads "$THREADS" --eval-every 2000 --checkpoint-every 500 --seed 42 --resume
+
+# 3. Hard negatives for the ranking loss: for each positive training pair, a corpus sentence the student ranks
+#    10-100 for the anchor, unless the teacher scores it as close to the positive as the anchor is. The
+#    student's fp32 ONNX export ranks the corpus; the validation share fine-tuning holds out is not mined.
+stage negatives bash -c "zhembed export $RUNS/student-v2 && zhembed mine-negatives --model $RUNS/student-v2 \
+  --train $TRAIN --corpus $CORPUS --teacher $TEACHER --cache-dir $RUNS/distill-v2/cache --val-fraction 0.03 \
+  --seed 42 --out $RUNS/negatives.tsv --threads $THREADS"
+
+# 4. Fine-tune candidate A: all twelve training files (3% of each held out for validation, which picks the
+#    checkpoint), CoSENT on graded and binary pairs, in-batch ranking on NLI triples and on the mined
+#    triples, the distillation MSE towards the teacher on corpus sentences, Matryoshka 384..32, word-order
+#    negatives; one epoch; checkpoints every 500 steps (about 6 minutes on 2 cores).
+stage finetune-a zhembed finetune --model "$RUNS/student-v2" --train "$TRAIN" --out "$RUNS/ft-a" \
+  --work-dir "$RUNS/finetune-a" --eval-data "$DATA/eval" --val-fraction 0.03 --teacher "$TEACHER" \
+  --distill-weight 300 --distill-corpus "$CORPUS" --cache-dir "$RUNS/distill-v2/cache" \
+  --matryoshka 384,256,128,64,32 --word-order-negatives 20000 --hard-negatives "$RUNS/negatives.tsv" \
+  --epochs 1 --batch-size 32 --lr 5e-5 --max-length 64 --eval-every 2000 --checkpoint-every 500 \
+  --threads "$THREADS" --seed 42 --resume

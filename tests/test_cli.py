@@ -30,9 +30,13 @@ def test_encode_arguments_and_files(monkeypatch, capsys, tiny_bert, tmp_path):
     lines = tmp_path / "in.txt"
     lines.write_text("你好\n\n再见\n", encoding="utf-8")
     code, _, err = run(monkeypatch, capsys, "encode", "-i", lines, "-o", tmp_path / "v.npy", "-m", tiny_bert)
-    assert code == 2 and "in.txt:2: empty text" in err
-    code, _, err = run(monkeypatch, capsys, "encode", "-i", lines, "-o", tmp_path / "v.npy", "-m", tiny_bert, "--skip-bad")
-    assert code == 0 and np.load(tmp_path / "v.npy").shape == (2, 32) and "wrote 2 vectors" in err
+    assert code == 0 and np.load(tmp_path / "v.npy").shape == (2, 32) and "wrote 2 vectors" in err  # blank lines skipped
+    spaces = tmp_path / "in.jsonl"
+    spaces.write_text('{"text": "你好"}\n{"text": "  "}\n', encoding="utf-8")
+    code, _, err = run(monkeypatch, capsys, "encode", "-i", spaces, "-o", tmp_path / "v.npy", "-m", tiny_bert)
+    assert code == 2 and "in.jsonl:2: empty text" in err
+    code, _, err = run(monkeypatch, capsys, "encode", "-i", spaces, "-o", tmp_path / "v.npy", "-m", tiny_bert, "--skip-bad")
+    assert code == 0 and np.load(tmp_path / "v.npy").shape == (1, 32) and "wrote 1 vectors" in err
 
     jsonl = tmp_path / "in.jsonl"
     jsonl.write_text('{"q": "你好"}\n{"q": "再见"}\n', encoding="utf-8")

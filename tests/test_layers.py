@@ -11,13 +11,14 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "zhembed"
 
-BASE = {"errors", "atomic", "textio", "modeldir"}
+BASE = {"errors", "atomic", "progress", "textio", "modeldir"}
 # Each part of zhembed, and the parts it may import. The runtime knows nothing of making, training, serving,
 # searching or scaling out; making builds on the runtime; training on making and evaluation; the CLI on all.
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "atomic": set(),
-    "textio": {"errors"},
+    "progress": set(),
+    "textio": {"errors", "atomic"},
     "modeldir": {"errors", "atomic"},
     "runtime": BASE,
     "eval": BASE | {"runtime"},
@@ -100,4 +101,4 @@ def test_the_runtime_needs_only_the_core_install():
                 third_party.add((node.module or "").split(".")[0])
     # torch and transformers only behind require("train", ...): the torch backend and vocab.txt tokenizers
     assert third_party - set(sys.stdlib_module_names) - {"__future__", ""} == {
-        "numpy", "onnxruntime", "tokenizers", "tqdm", "torch", "transformers"}
+        "numpy", "onnxruntime", "tokenizers", "torch", "transformers"}  # tqdm through zhembed.progress

@@ -24,6 +24,7 @@ FP32_FILE = "model.onnx"
 INT8_FILE = "model_qint8.onnx"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHT_FILES = (WEIGHTS_FILE, "pytorch_model.bin")
+CALIBRATION_FILE = "calibration.json"  # the monotone map from cosine to match probability, if fitted
 DIMENSIONS_KEY = "matryoshka_dimensions"  # in config_sentence_transformers.json: the sizes a prefix serves
 
 POOLING_KEYS = {
@@ -107,6 +108,27 @@ def read_sentence_config(model_dir: Path) -> SentenceConfig:
                 raise ZhembedError(f"{st_file}: {DIMENSIONS_KEY} must be a list of positive integers, got {dims!r}")
             cfg.dimensions = sorted(dims, reverse=True)
     return cfg
+
+
+def read_calibration(model_dir: Path) -> dict:
+    """calibration.json: knots `cosine` and `probability` (both increasing) of a monotone map; a clear error
+    when the directory has none or it is malformed."""
+    path = Path(model_dir) / CALIBRATION_FILE
+    if not path.exists():
+        raise ZhembedError(f"{model_dir} has no {CALIBRATION_FILE}, so it gives no calibrated scores; use raw cosine, "
+                           "or fit one: zhembed calibrate --model DIR --train FILES")
+    data = read_json(path)
+    x, y = data.get("cosine") if isinstance(data, dict) else None, data.get("probability") if isinstance(data, dict) else None
+    ok = (isinstance(x, list) and isinstance(y, list) and len(x) == len(y) >= 2
+          and all(isinstance(v, (int, float)) for v in x + y) and x == sorted(x) and y == sorted(y)
+          and 0 <= y[0] and y[-1] <= 1)
+    if not ok:
+        raise ZhembedError(f"{path}: needs increasing lists 'cosine' and 'probability' (in [0, 1]) of equal length")
+    return data
+
+
+def write_calibration(model_dir: Path, data: dict) -> None:
+    write_json(Path(model_dir) / CALIBRATION_FILE, data)
 
 
 def read_model_config(model_dir: Path) -> dict:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_atomic, write_text_atomic
 from .errors import ZhembedError
 
 FORMATS = {".txt": "text", ".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".parquet": "parquet"}
@@ -50,6 +52,7 @@ class Records:
     rows: list[int] = field(default_factory=list)
     total: int = 0
     skipped: list[str] = field(default_factory=list)
+    blank: int = 0  # blank lines of a plain-text file: skipped without complaint, and counted
 
 
 class _Reader:
@@ -100,7 +103,11 @@ def read_records(path: Path, text_field: str | None = None, id_field: str | None
             _read_tsv(reader, lines, text_field, id_field)
         else:
             for number, line in lines:
-                reader.add(number, line)
+                if line.strip():
+                    reader.add(number, line)
+                else:
+                    reader.records.total += 1
+                    reader.records.blank += 1
     if not reader.records.texts:
         raise ZhembedError(f"{path} has no texts" + (f" ({len(reader.records.skipped)} bad lines skipped)"
                                                       if reader.records.skipped else ""))
@@ -173,15 +180,31 @@ def _read_parquet(reader: _Reader, text_field: str, id_field: str | None) -> Non
         reader.add(row, text, id_)
 
 
-def write_vectors(path: Path, texts: list[str], vectors: np.ndarray) -> None:
-    """.npy (float32 matrix) or .jsonl ({"text", "embedding"} per line)."""
+def check_output(path: Path, suffixes: tuple[str, ...] | None = None, option: str = "--output") -> Path:
+    """Before any work: `path` can be written (its folder exists and is writable, it is no folder itself) and
+    has one of `suffixes` (any case); else one line naming the path and the fix."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        np.save(path, vectors.astype(np.float32))
-    elif suffix == ".jsonl":
-        with path.open("w", encoding="utf-8") as f:
-            for text, vec in zip(texts, vectors):
-                f.write(json.dumps({"text": text, "embedding": [round(float(x), 6) for x in vec]}, ensure_ascii=False) + "\n")
+    if path.is_dir():
+        raise ZhembedError(f"{option} {path} is a folder; give a file name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ZhembedError(f"{option} {path} must end in {' or '.join(suffixes)}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ZhembedError(f"{option} {path}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ZhembedError(f"{option} {path} cannot be written (permission denied); choose another place")
+    return path
+
+
+VECTOR_SUFFIXES = (".npy", ".jsonl")
+
+
+def write_vectors(path: Path, texts: list[str], vectors: np.ndarray) -> None:
+    """.npy (float32 matrix) or .jsonl ({"text", "embedding"} per line), under exactly `path` (any case of the
+    suffix), written whole or not at all."""
+    path = check_output(path, VECTOR_SUFFIXES)
+    if path.suffix.lower() == ".npy":
+        write_atomic(path, lambda f: np.save(f, vectors.astype(np.float32)))
     else:
-        raise ZhembedError(f"--output must end in .npy or .jsonl, got {path.name}")
+        write_text_atomic(path, "".join(json.dumps({"text": t, "embedding": [round(float(x), 6) for x in v]},
+                                                   ensure_ascii=False) + "\n" for t, v in zip(texts, vectors)))

@@ -3,6 +3,8 @@ readable line, never a traceback; a command whose pip extra is missing says whic
 
 from __future__ import annotations
 
+import errno
+import signal
 import sys
 
 import click
@@ -15,21 +17,59 @@ from .common import app
 __all__ = ["app", "main"]
 
 
+# typer-slim runs on click; typer >= 0.22 (which transformers pulls in, over typer-slim's files) on its own copy
+# of click. Usage errors and aborts come from either.
+USAGE_ERRORS = tuple({click.ClickException, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")})
+ABORTS = tuple({click.exceptions.Abort, typer.Abort})
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so writers clean up as they do for Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an operating-system error on a user's input or output, naming the path and the fix."""
+    what = e.filename or "a file"
+    hints = {errno.ENOSPC: "free some disk space", errno.EFBIG: "the file size limit (ulimit -f) was hit",
+             errno.EACCES: "check its permissions", errno.EPERM: "check its permissions and attributes",
+             errno.EISDIR: "give a file name, not a folder", errno.ENOTDIR: "a part of the path is not a folder",
+             errno.EROFS: "the file system is read-only", errno.EEXIST: "choose a name that does not exist"}
+    hint = hints.get(e.errno, "check the path")
+    return f"{what}: {e.strerror or e} ({hint})"
+
+
 def main() -> None:
-    """Entry point: run the app, turning user mistakes into one line on stderr."""
+    """Entry point: run the app, turning user mistakes into one line on stderr. Ctrl-C exits with status 130
+    and SIGTERM with 143, each with one line (writers leave no partial output: they write through atomic)."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except ZhembedError as e:
         typer.echo(f"zhembed: error: {e}", err=True)
         sys.exit(2)
     except FileNotFoundError as e:
         typer.echo(f"zhembed: error: {e.filename or e}: not found", err=True)
         sys.exit(2)
+    except OSError as e:
+        typer.echo(f"zhembed: error: {os_error_line(e)}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("zhembed: interrupted", err=True)
+        typer.echo("zhembed: interrupted (nothing was written for the unfinished step)", err=True)
         sys.exit(130)
-    except click.ClickException as e:
+    except Terminated:
+        typer.echo("zhembed: terminated (nothing was written for the unfinished step)", err=True)
+        sys.exit(143)
+    except USAGE_ERRORS as e:
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(1)
+    except ABORTS:
+        typer.echo("zhembed: interrupted", err=True)
+        sys.exit(130)
+    if isinstance(code, int) and code:  # typer returns, rather than raises, Exit codes and 130 for Ctrl-C
+        if code == 130:
+            typer.echo("zhembed: interrupted (nothing was written for the unfinished step)", err=True)
+        sys.exit(code)

@@ -22,10 +22,12 @@ def encode(texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to e
                                                   "windows, averaged).")] = "truncate",
            dimensions: Annotated[Optional[int], typer.Option(help="Vector size: one of the model's Matryoshka sizes.")] = None):
     """Encode texts given as arguments or in a file."""
-    from ..textio import write_vectors
+    from ..textio import VECTOR_SUFFIXES, check_output, write_vectors
 
     if bool(texts) == bool(input):
         raise ZhembedError("give texts as arguments or --input FILE (exactly one of them)")
+    if output:
+        check_output(output, VECTOR_SUFFIXES)
     items = read_user_records(input, text_field, skip_bad=skip_bad).texts if input else list(texts)
     encoder = load_encoder(model, backend)
     vectors = encoder.encode(items, batch_size=batch_size, max_length=max_length, show_progress=bool(input),
@@ -45,9 +47,11 @@ def encode(texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to e
 @app.command()
 def similarity(source: Annotated[str, typer.Argument(help="The sentence to compare against.")],
                targets: Annotated[list[str], typer.Argument(help="One or more sentences.")],
-               model: ModelOpt = None, backend: BackendOpt = "auto"):
+               model: ModelOpt = None, backend: BackendOpt = "auto",
+               calibrated: Annotated[bool, typer.Option("--calibrated", help="The probability that the texts match "
+                                                        "(the model's calibration.json) instead of cosine.")] = False):
     """Cosine similarity of SOURCE with each TARGET, one line each."""
-    for target, score in zip(targets, load_encoder(model, backend).similarity(source, targets)):
+    for target, score in zip(targets, load_encoder(model, backend).similarity(source, targets, calibrated=calibrated)):
         typer.echo(f"{score:.4f}\t{target}")
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from ..atomic import write_text_atomic
 from ..errors import ZhembedError
+from ..textio import check_output
 from .common import (BackendOpt, BatchOpt, MaxLenOpt, ModelOpt, SkipBadOpt, TextFieldOpt, app, load_encoder, needs,
                      read_user_records)
 
@@ -25,7 +28,7 @@ def _index_from(input: Path, out: Path, append: bool, model, backend, text_field
                 chunk: bool = False) -> None:
     import time
 
-    from ..search.index import build_index, read_meta
+    from ..search.index import build_index, live_generation, read_meta
     from ..search.index import load_encoder as index_encoder
 
     records = read_user_records(input, text_field, id_field, skip_bad)
@@ -35,12 +38,20 @@ def _index_from(input: Path, out: Path, append: bool, model, backend, text_field
     else:
         encoder = load_encoder(model, backend)
         model = str(encoder.path) if model else None  # None: the default model, whichever backend runs it
+    before = live_generation(out) if out.is_dir() else None
     start = time.perf_counter()
     index = build_index(records, out, encoder, model, str(input), ann, batch_size, max_length, append,
-                        precision=precision, dimensions=dimensions, chunk=chunk)
+                        show_progress=sys.stderr.isatty(), precision=precision, dimensions=dimensions, chunk=chunk)
     seconds = time.perf_counter() - start
+    if before is not None and index.records.path.parent == before:
+        typer.echo(f"zhembed: {input} is already in {out}; nothing to do", err=True)
+        return
     typer.echo(f"{out}: {len(index)} texts ({len(records.texts)} new, {len(records.texts) / seconds:.0f} texts/s), "
                f"{index.meta['faiss_index']}, {index.meta['precision']}, {index.dimensions} dimensions", err=True)
+    cut = 0 if index.meta.get("chunk") else encoder.truncated(records.texts, index.meta["max_length"])
+    if cut:
+        typer.echo(f"zhembed: {cut} of {len(records.texts)} texts are longer than {index.meta['max_length']} tokens "
+                   "and were truncated; --max-length or --chunk keeps more", err=True)
 
 
 @index_app.command("build")
@@ -109,15 +120,17 @@ def cluster(input: Annotated[Path, typer.Option("--input", "-i", help="Text (one
 
     if (k is None) == (threshold is None):
         raise ZhembedError("give -k N (k-means) or --threshold T (near-paraphrase communities), exactly one")
+    summary = summary or out.with_name(out.name + ".summary.json")
+    check_output(out, option="--out")
+    check_output(summary, option="--summary")
     records = read_user_records(input, text_field, skip_bad=skip_bad)
     vectors = load_encoder(model, backend).encode(records.texts, batch_size=batch_size, max_length=max_length)
     labels = cl.kmeans(vectors, k, seed) if k is not None else cl.communities(vectors, threshold)
     per_line = np.full(records.total, -1, dtype=np.int64)
     per_line[records.rows] = labels
-    out.write_text("".join(f"{x}\n" for x in per_line), encoding="utf-8")
     groups = cl.summarize(vectors, labels, records.texts, top)
-    summary = summary or out.with_name(out.name + ".summary.json")
-    summary.write_text(json.dumps(groups, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(summary, json.dumps(groups, ensure_ascii=False, indent=1) + "\n")
+    write_text_atomic(out, "".join(f"{x}\n" for x in per_line))
     typer.echo(f"{len(groups)} clusters of {len(records.texts)} texts; labels in {out}, summary in {summary}", err=True)
     for group in groups[:10]:
         typer.echo(f"{group['cluster']}\t{group['size']}\t" + " | ".join(group["central"]))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from ..errors import ZhembedError
 from .common import ModelOpt, app, needs
 
 
@@ -14,7 +16,7 @@ from .common import ModelOpt, app, needs
 def serve(model: ModelOpt = None,
           backend: Annotated[str, typer.Option(help="auto (ONNX when exported), onnx or torch.")] = "auto",
           host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
-          port: int = 8080,
+          port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 8080,
           api_key: Annotated[Optional[str], typer.Option(envvar="ZHEMBED_API_KEY", show_envvar=True,
                                                          help="Require 'Authorization: Bearer KEY' (all but /health).")] = None,
           allowed_hosts: Annotated[Optional[str], typer.Option(
@@ -35,6 +37,11 @@ def serve(model: ModelOpt = None,
           index: Annotated[Optional[Path], typer.Option(help="A zhembed index to serve at POST /search.")] = None):
     """Serve an OpenAI-compatible /v1/embeddings API with dynamic batching (and /search over an index)."""
     needs("serve", "zhembed serve")
+    if api_key is None and "ZHEMBED_API_KEY" in os.environ:  # click treats an empty variable as unset
+        api_key = os.environ["ZHEMBED_API_KEY"]
+    if api_key is not None and not api_key.strip():
+        raise ZhembedError("the API key (--api-key or ZHEMBED_API_KEY) is empty, which would turn authentication "
+                           "off; set a non-empty key, or unset ZHEMBED_API_KEY to serve without one")
     if index:
         needs("search", "zhembed serve --index")
     from ..runtime import Encoder

@@ -51,7 +51,7 @@ def distill(teacher: Annotated[Optional[str], typer.Option(help="Teacher directo
 def finetune(model: Annotated[str, typer.Option(help="The model to fine-tune (e.g. a distilled student).")],
              train: Annotated[str, typer.Option(help="Comma-separated TSV files: sentence1, sentence2, label.")],
              out: Annotated[Path, typer.Option(help="Where to write the fine-tuned model.")],
-             eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation splits: contamination guard and dev checks.")] = None,
+             eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation splits: the contamination guard (they are never scored during training).")] = None,
              allow_overlap: Annotated[bool, typer.Option("--allow-overlap", help="Train on pairs that share a sentence with an evaluation split.")] = False,
              teacher: Annotated[Optional[str], typer.Option(help="Teacher for the distillation regulariser.")] = None,
              distill_weight: Annotated[float, typer.Option(help="Weight of the MSE towards the teacher on --distill-corpus (0: off).")] = 0.0,
@@ -61,6 +61,7 @@ def finetune(model: Annotated[str, typer.Option(help="The model to fine-tune (e.
              val_fraction: Annotated[float, typer.Option(help="Share of each training file held out to pick the checkpoint (0: keep the last).")] = 0.0,
              matryoshka: Annotated[Optional[str], typer.Option(help="Vector sizes to train, e.g. 384,256,128,64,32 (the losses on each prefix).")] = None,
              word_order_negatives: Annotated[int, typer.Option(help="Synthetic pairs with two spans swapped (label 0) beside their paraphrase.")] = 0,
+             hard_negatives: Annotated[Optional[Path], typer.Option(help="Triples from `zhembed mine-negatives`, for the ranking loss.")] = None,
              epochs: float = 1.0, batch_size: BatchOpt = 32, lr: float = 5e-5, max_length: MaxLenOpt = 64, seed: int = 42,
              work_dir: Annotated[Path, typer.Option(help="Checkpoints (git-ignored).")] = Path("runs/finetune"),
              checkpoint_every: int = 200, eval_every: int = 500, threads: ThreadsOpt = 0, precision: PrecisionOpt = "auto",
@@ -75,8 +76,46 @@ def finetune(model: Annotated[str, typer.Option(help="The model to fine-tune (e.
                          eval_data=str(eval_data or ""), allow_overlap=allow_overlap, teacher=teacher or "",
                          distill_weight=distill_weight, distill_corpus=distill_corpus or "", distill_batch=distill_batch,
                          cache_dir=str(cache_dir or ""), val_fraction=val_fraction, matryoshka=matryoshka or "",
-                         word_order_negatives=word_order_negatives, epochs=epochs, batch_size=batch_size, lr=lr,
+                         word_order_negatives=word_order_negatives, hard_negatives=str(hard_negatives or ""), epochs=epochs, batch_size=batch_size, lr=lr,
                          max_length=max_length, seed=seed, work_dir=str(work_dir),
                          checkpoint_every=checkpoint_every, eval_every=eval_every, threads=threads,
                          precision=precision, group_size=group_size)
     run(cfg, resume=resume, log=lambda msg: typer.echo(msg, err=True))
+
+
+@app.command("mine-negatives")
+def mine_negatives(model: Annotated[str, typer.Option(help="The student that ranks the corpus.")],
+                   train: Annotated[str, typer.Option(help="Comma-separated fine-tuning TSVs: their positive pairs get a negative.")],
+                   corpus: Annotated[str, typer.Option(help="Unlabeled sentences, one per line (several files: a,b).")],
+                   out: Annotated[Path, typer.Option(help="TSV to write: anchor, positive, negative.")],
+                   teacher: Annotated[Optional[str], typer.Option(help="Teacher that vetoes near-duplicates (default: the imported e5).")] = None,
+                   cache_dir: Annotated[Optional[Path], typer.Option(help="Teacher-embedding cache (a distill run's work-dir/cache is reused).")] = None,
+                   val_fraction: Annotated[float, typer.Option(help="As finetune's --val-fraction: that share of each file is not mined.")] = 0.0,
+                   seed: Annotated[int, typer.Option(help="As finetune's --seed.")] = 42,
+                   rank_min: int = 10, rank_max: int = 100, max_length: MaxLenOpt = 64, threads: ThreadsOpt = 0):
+    """Mine hard negatives for the ranking loss: corpus sentences the student ranks 10-100 for each anchor,
+    unless the teacher scores them as close to the positive as the anchor is."""
+    needs("train", "zhembed mine-negatives")
+    from ..make.import_e5 import teacher_dir
+    from ..train.negatives import MineConfig, mine
+
+    cfg = MineConfig(model=str(resolve_model_dir(model)), train=[t for t in train.split(",") if t], corpus=corpus,
+                     teacher=str(resolve_model_dir(teacher) if teacher else teacher_dir()), out=str(out),
+                     cache_dir=str(cache_dir or ""), val_fraction=val_fraction, seed=seed, rank_min=rank_min,
+                     rank_max=rank_max, max_length=max_length, threads=threads)
+    mine(cfg, log=lambda msg: typer.echo(msg, err=True))
+
+
+@app.command()
+def calibrate(model: Annotated[str, typer.Option(help="The model directory to calibrate (calibration.json is written into it).")],
+              train: Annotated[str, typer.Option(help="Comma-separated fine-tuning TSVs: their held-out 0/1 pairs are fitted.")],
+              val_fraction: Annotated[float, typer.Option(help="As finetune's --val-fraction.")] = 0.03,
+              seed: Annotated[int, typer.Option(help="As finetune's --seed.")] = 42, max_length: MaxLenOpt = 256):
+    """Fit a monotone map from cosine to match probability on the validation pairs (isotonic regression)."""
+    needs("train", "zhembed calibrate")
+    from ..train.calibrate import CalibrateConfig
+    from ..train.calibrate import calibrate as run
+
+    run(CalibrateConfig(model=str(resolve_model_dir(model)), train=[t for t in train.split(",") if t],
+                        val_fraction=val_fraction, seed=seed, max_length=max_length),
+        log=lambda msg: typer.echo(msg, err=True))

@@ -47,11 +47,12 @@ def time_pass(encoder, sentences: list[str], batch_size: int, max_length: int) -
     return times
 
 
-SIMD_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
 
 def cpu_flags() -> list[str]:
-    """The SIMD flags that decide int8 and fp32 speed (AVX2, AVX-512, VNNI, AMX), as /proc/cpuinfo lists them."""
+    """The SIMD flags that decide int8, bf16 and fp32 speed (AVX2, AVX-512, VNNI, BF16, AMX), as /proc/cpuinfo lists
+    them."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZhembedError, require
+from ..progress import progress
 from ..runtime.pooling import truncate
 from ..textio import read_lines
 
@@ -104,8 +105,6 @@ def evaluate_dimensions(encoder, tasks: list[PairTask], dimensions: list[int], b
                         max_length: int = 256, show_progress: bool = True) -> dict[int, dict]:
     """Scores of every task for each vector size: the leading `d` components, normalized again (a
     Matryoshka prefix, as sentence-transformers' truncate_dim). Each distinct sentence is encoded once."""
-    from tqdm.auto import tqdm
-
     for d in dimensions:
         if not 1 <= d <= encoder.dim:
             raise ZhembedError(f"--dimensions {d}: must be between 1 and the model's {encoder.dim}")
@@ -114,7 +113,7 @@ def evaluate_dimensions(encoder, tasks: list[PairTask], dimensions: list[int], b
     vectors = np.zeros((len(sentences), encoder.dim), dtype=np.float32)
     done = np.zeros(len(sentences), dtype=bool)
     results: dict[int, dict] = {d: {} for d in dimensions}
-    for task in tqdm(tasks, desc=f"eval {encoder.path.name}", unit="task", disable=not show_progress):
+    for task in progress(tasks, show_progress, desc=f"eval {encoder.path.name}", unit="task"):
         todo = [row[s] for s in dict.fromkeys(task.first + task.second) if not done[row[s]]]
         if todo:
             vectors[todo] = encoder.encode([sentences[i] for i in todo], batch_size=batch_size,

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZhembedError
+from ..progress import progress
 from ..modeldir import SentenceConfig, find_onnx, read_model_config, read_sentence_config, resolve_model_dir
 from .backends import Backend, OnnxBackend, TorchBackend
+from .calibration import Calibration
 from .chunking import combine, token_windows
 from .models import default_model_dir
 from .pooling import normalize as normalize_rows
@@ -121,7 +123,7 @@ class Encoder:
 
     def truncated(self, texts: Sequence[str], max_length: int = 256) -> int:
         """How many of `texts` are longer than `max_length` tokens (and so are cut, unless long="chunk")."""
-        return sum(len(ids) >= min(max_length, self.max_positions) for ids in self.tokenize(list(texts), max_length))
+        return self._truncating.truncated([self.prompt + t for t in texts], max_length)
 
     def encode(self, texts: str | Sequence[str], batch_size: int = 32, max_length: int = 256,
                normalize: bool = True, show_progress: bool | None = None,
@@ -154,9 +156,7 @@ class Encoder:
         batches = list(length_batches(ids, batch_size, max_batch_tokens))
         if show_progress is None:
             show_progress = len(ids) >= 2000 and sys.stderr.isatty()
-        from tqdm.auto import tqdm
-
-        for idx in tqdm(batches, desc="encode", unit="batch", disable=not show_progress):
+        for idx in progress(batches, show_progress, desc="encode", unit="batch"):
             out[idx] = self.embed_ids([ids[i] for i in idx], normalize)
         if size < self.dim:
             out = truncate(out, size, renormalize=normalize)
@@ -185,15 +185,26 @@ class Encoder:
             mask[row, :len(x)] = 1
         return input_ids, mask
 
-    def similarity(self, a: str | Sequence[str], b: str | Sequence[str], **kw) -> np.ndarray | float:
-        """Cosine similarity: a float for two strings, else a matrix [len(a), len(b)]."""
+    def similarity(self, a: str | Sequence[str], b: str | Sequence[str], calibrated: bool = False,
+                   **kw) -> np.ndarray | float:
+        """Cosine similarity: a float for two strings, else a matrix [len(a), len(b)]. With `calibrated`, the
+        probability that the texts match instead, from the directory's calibration.json (a monotone map of
+        the cosine, fitted on validation pairs); a directory without one raises a clear error."""
+        calibration = self.calibration if calibrated else None
         va, vb = self.encode(a, normalize=True, **kw), self.encode(b, normalize=True, **kw)
         scores = np.atleast_2d(va) @ np.atleast_2d(vb).T
+        if calibration is not None:
+            scores = calibration(scores)
         if isinstance(a, str) and isinstance(b, str):
             return float(scores[0, 0])
         if isinstance(a, str):
             return scores[0]
         return scores
+
+    @functools.cached_property
+    def calibration(self) -> Calibration:
+        """The directory's map from cosine to match probability (an error if it has none)."""
+        return Calibration.read(self.path)
 
     def __repr__(self) -> str:
         return f"Encoder({str(self.path)!r}, backend={self.backend.name!r}, dim={self.dim})"

@@ -55,6 +55,9 @@ class TruncatingTokenizer:
         self._json = tokenizer.to_str()
         self._by_length: dict[int, object] = {}
         self._lock = threading.Lock()
+        # No token covers more characters than its longest piece does (twice that, for normalization), so a
+        # text cut to (max_length + 8) times this keeps its first max_length tokens: cost follows max_length.
+        self.chars_per_token = 2 * max(16, max(map(len, tokenizer.get_vocab())))
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """Character offsets of each token of `text`, without special tokens and without truncation."""
@@ -78,7 +81,20 @@ class TruncatingTokenizer:
 
     def __call__(self, texts: list[str], max_length: int) -> list[list[int]]:
         """Ids of each text, truncated to max_length (and to the model's position limit)."""
+        return [e.ids for e in self._encode(texts, max_length)[0]]
+
+    def truncated(self, texts: list[str], max_length: int) -> int:
+        """How many texts have more than max_length tokens (with special tokens), i.e. are cut."""
+        encodings, cut = self._encode(texts, max_length)
+        return sum(bool(e.overflowing) or c for e, c in zip(encodings, cut))
+
+    def _encode(self, texts: list[str], max_length: int) -> tuple[list, list[bool]]:
+        """Encodings truncated to max_length, and which texts were first cut to a bounded number of characters
+        (those are longer than max_length tokens whatever their content)."""
         if max_length < 2:
             raise ZhembedError(f"max_length must be at least 2, got {max_length}")
-        encodings = self._for_length(min(max_length, self.max_positions)).encode_batch(texts)
-        return [e.ids for e in encodings]
+        length = min(max_length, self.max_positions)
+        limit = (length + 8) * self.chars_per_token
+        cut = [len(t) > limit for t in texts]
+        encodings = self._for_length(length).encode_batch([t[:limit] if c else t for t, c in zip(texts, cut)])
+        return encodings, cut

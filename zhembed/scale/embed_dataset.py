@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from ..atomic import write_atomic, write_text_atomic
 from ..errors import ZhembedError
+from ..progress import progress
 from ..runtime import Encoder, default_model_dir
 from ..modeldir import resolve_model_dir
 
@@ -184,9 +184,7 @@ def embed_dataset(input: Path, out: Path, cfg: EmbedConfig, engine: str = "local
 
 
 def _progress(total: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="embed", unit="row", file=sys.stderr)
+    return progress(None, total=total, desc="embed", unit="row")
 
 
 def _run_local(pending: list[Shard], cfg: EmbedConfig, out: Path, _address, _actors, _log) -> int:

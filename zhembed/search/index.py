@@ -32,6 +32,7 @@ import numpy as np
 
 from ..atomic import write_atomic, write_text_atomic
 from ..errors import ZhembedError
+from ..progress import progress
 from ..runtime import Encoder
 from ..runtime.pooling import truncate
 from ..textio import Records
@@ -197,8 +198,6 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
 def encode_chunks(records: Records, encoder, work: Path, fingerprint: str, batch_size: int, max_length: int,
                   show_progress: bool = True) -> np.ndarray:
     """Vectors of all records, encoded CHUNK texts at a time into `work`; chunks already there are reused."""
-    from tqdm.auto import tqdm
-
     manifest = work / "work.json"
     if manifest.exists() and json.loads(manifest.read_text(encoding="utf-8")).get("fingerprint") != fingerprint:
         print(f"zhembed: {work} belongs to another input or model; starting over", file=sys.stderr)
@@ -208,7 +207,7 @@ def encode_chunks(records: Records, encoder, work: Path, fingerprint: str, batch
     n = len(records.texts)
     paths = [work / "chunks" / f"{i:06d}.npy" for i in range(-(-n // CHUNK))]
     done = sum(CHUNK if i < len(paths) - 1 else n - i * CHUNK for i, p in enumerate(paths) if p.exists())
-    with tqdm(total=n, initial=done, desc="index", unit="text", disable=not show_progress) as bar:
+    with progress(None, show_progress, total=n, initial=done, desc="index", unit="text") as bar:
         for i, path in enumerate(paths):
             if path.exists():
                 continue
@@ -293,8 +292,7 @@ def _build_locked(records: Records, out: Path, encoder, model: str | None, sourc
         done = input_key in existing.meta.get("inputs", []) if append else existing.meta.get("inputs") == [input_key]
         if not done and not append:
             raise ZhembedError(f"{out} already holds an index; use `zhembed index add` to extend it, or another --out")
-        if done:
-            print(f"zhembed: {source} is already in {out}; nothing to do", file=sys.stderr)
+        if done:  # the caller sees the same generation come back
             shutil.rmtree(work, ignore_errors=True)
             return existing
     previous = existing

@@ -165,6 +165,7 @@ class EmbeddingsRequest(BaseModel):
 class SimilarityRequest(BaseModel):
     source: str
     targets: list[str]
+    calibrated: bool = False  # the probability that the texts match (the model's calibration.json), not cosine
 
 
 class SearchRequest(BaseModel):
@@ -347,8 +348,14 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
     async def similarity(req: SimilarityRequest, request: Request):
         check(req.targets, "targets")
         check([req.source], "source")
+        try:
+            calibration = encoder.calibration if req.calibrated else None
+        except ZhembedError as e:
+            raise ApiError(400, str(e), "calibrated") from None
         vectors, ids = await embed(request, [req.source, *req.targets])
         scores = vectors[1:] @ vectors[0]
+        if calibration is not None:
+            scores = calibration(scores)
         return {"scores": [round(float(s), 6) for s in scores], "usage": usage(ids)}
 
     @app.post("/search")

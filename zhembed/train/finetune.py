@@ -24,7 +24,8 @@ from ..errors import ZhembedError
 from ..eval.suite import PairTask
 from ..modeldir import write_json
 from ..runtime import Encoder
-from .common import (dev_spearman, load_checkpoint, lr_at, optimizer_step, pooled, save_checkpoint, save_model,
+from ..textio import read_lines
+from .common import (load_checkpoint, lr_at, optimizer_step, pooled, save_checkpoint, save_model,
                      start_run)
 from .teacher_cache import TEACHER_MAX_LENGTH, read_corpus, teacher_embeddings
 
@@ -36,7 +37,7 @@ class FinetuneConfig:
     model: str
     train: list[str]
     out: str
-    eval_data: str = ""           # folder of evaluation TSVs: the contamination guard and dev checks
+    eval_data: str = ""           # folder of evaluation TSVs: the contamination guard
     allow_overlap: bool = False
     teacher: str = ""             # with distill_weight > 0: MSE towards the teacher's embeddings
     distill_weight: float = 0.0
@@ -46,6 +47,7 @@ class FinetuneConfig:
     val_fraction: float = 0.0     # a seeded share of each training file held out to pick the checkpoint
     matryoshka: str = ""          # e.g. "384,256,128,64,32": the losses on each prefix of the vectors
     word_order_negatives: int = 0  # synthetic pairs: a sentence and itself with two spans swapped (label 0)
+    hard_negatives: str = ""      # TSV (anchor, positive, mined negative) from `zhembed mine-negatives`, for ranking
     threads: int = 0
     precision: str = "auto"       # the forward pass: "bf16" autocast, "fp32", or "auto" (bf16 where the CPU has it)
     group_size: int = 32          # texts per forward pass, length-sorted so each pads little (0: a step's texts at once)
@@ -89,6 +91,19 @@ def load_dataset(path: Path) -> Dataset:
     if is_nli(path, task.labels):
         return Dataset(task.name, "triples", nli_triples(task))
     return Dataset(task.name, "cosent", list(zip(task.first, task.second)), task.labels)
+
+
+def read_triples(path: Path) -> Dataset:
+    """The (anchor, positive, negative) rows of a mined hard-negative file, for the ranking loss."""
+    rows = []
+    for number, line in enumerate(read_lines(Path(path)), 1):
+        cols = tuple(line.split("\t"))
+        if len(cols) != 3:
+            raise ZhembedError(f"{path}:{number}: expected anchor<TAB>positive<TAB>negative, found {len(cols)} columns")
+        rows.append(cols)
+    if not rows:
+        raise ZhembedError(f"{path}: no triples")
+    return Dataset("hard_negatives", "triples", rows)
 
 
 def split_validation(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
@@ -299,6 +314,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
     held_out = []
     if cfg.val_fraction:
         datasets, held_out = map(list, zip(*(split_validation(ds, cfg.val_fraction, cfg.seed) for ds in datasets)))
+    if cfg.hard_negatives:  # mined from the training part of each file only (same seed and fraction)
+        datasets.append(read_triples(Path(cfg.hard_negatives)))
     if cfg.eval_data and not cfg.allow_overlap:
         problems = contamination(datasets, Path(cfg.eval_data))
         if problems:
@@ -348,7 +365,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
 
 def _evaluate(model, encoder, held_out, corpus, dims, best, step, total, cfg, out, log) -> float:
     """Validation on the held-out training rows picks the model (the last one without validation); the
-    agreement with the teacher and the evaluation splits are only reported."""
+    agreement with the teacher is only reported. The evaluation splits are scored only after training."""
     model.eval()
     message, score = f"eval step {step}:", None
     if held_out:
@@ -357,8 +374,6 @@ def _evaluate(model, encoder, held_out, corpus, dims, best, step, total, cfg, ou
         message += " validation " + " ".join(f"{k} {v:.2f}" for k, v in scores.items())
     if corpus is not None:
         message += f" agreement {agreement(encoder, corpus):.2f}"
-    if cfg.eval_data:  # monitoring only: the evaluation splits never choose the model
-        message += " | " + dev_spearman(encoder, Path(cfg.eval_data))
     if (score is not None and score > best) or (score is None and step == total):
         best = score if score is not None else best
         run = {"command": "finetune", "step": step, "validation": score, **asdict(cfg)}

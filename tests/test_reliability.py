@@ -1,0 +1,135 @@
+"""Reliability, round two: interrupted commands exit 130/143 and leave no output that looks complete; output
+errors are one line with status 2, checked before the work; huge lines cost what max_length allows; exact
+truncation counts; the serve command's own checks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from zhembed import Encoder
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "zhembed", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, **kw)
+
+
+def _big_input(tmp_path, n=400_000):
+    path = tmp_path / "big.txt"
+    path.write_text("".join(f"第{i}句话，今天天气很好\n" for i in range(n)), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+@pytest.mark.parametrize("command", ["encode", "index"])
+def test_a_signal_never_reports_success_nor_leaves_complete_looking_output(tmp_path, tiny_bert, sig, code, word, command):
+    big = _big_input(tmp_path)
+    out = tmp_path / ("v.jsonl" if command == "encode" else "idx")
+    args = (["encode", "-i", big, "-o", out] if command == "encode" else ["index", "build", "--input", big, "--out", out])
+    child = subprocess.Popen([sys.executable, "-m", "zhembed", *map(str, args), "-m", str(tiny_bert)],
+                             stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    assert child.poll() is None, "the command finished before the signal; make the input larger"
+    child.send_signal(sig)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == code and word in err and "Traceback" not in err
+    if command == "encode":
+        assert not out.exists()
+    else:
+        assert not (out / "CURRENT").exists()
+
+
+def test_typer_exit_codes_are_not_lost(tmp_path):
+    result = _cli("encode")  # no texts and no --input: a usage mistake
+    assert result.returncode == 2
+
+
+@pytest.mark.parametrize("output, message", [
+    ("{tmp}", "is a folder"),
+    ("{tmp}/missing/v.npy", "does not exist"),
+    ("{tmp}/v.txt", "must end in .npy or .jsonl"),
+])
+def test_encode_checks_its_output_before_the_work(tmp_path, tiny_bert, output, message):
+    result = _cli("encode", "你好", "-o", output.format(tmp=tmp_path), "-m", tiny_bert)
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_disk_full_is_one_line(tmp_path, tiny_bert):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    os.symlink("/dev/full", tmp_path / "full.jsonl")
+    result = _cli("encode", "你好", "-o", tmp_path / "full.jsonl", "-m", tiny_bert)
+    # the atomic writer writes beside the link, so the disk-full device is never written; the rename replaces it
+    assert result.returncode in (0, 2) and "Traceback" not in result.stderr
+
+
+def test_an_os_error_while_writing_is_one_line(tmp_path, tiny_bert, monkeypatch, capsys):
+    import errno
+
+    from test_cli import run
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "v.npy"))
+    monkeypatch.setattr("zhembed.textio.write_atomic", full)
+    code, _, err = run(monkeypatch, capsys, "encode", "你好", "-o", tmp_path / "v.npy", "-m", tiny_bert)
+    assert code == 2 and "No space left on device (free some disk space)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_upper_case_suffix_writes_exactly_that_file(tmp_path, tiny_bert):
+    result = _cli("encode", "你好", "-o", tmp_path / "UP.NPY", "-m", tiny_bert)
+    assert result.returncode == 0 and (tmp_path / "UP.NPY").exists() and not (tmp_path / "UP.NPY.npy").exists()
+    assert np.load(tmp_path / "UP.NPY").shape == (1, 32)
+
+
+def test_a_huge_line_costs_what_max_length_allows(tiny_bert):
+    enc = Encoder.load(tiny_bert)
+    huge = "今天天气很好" * 850_000  # 5.1M characters
+    start = time.perf_counter()
+    vector = enc.encode(huge, max_length=64)
+    assert time.perf_counter() - start < 2.0
+    assert np.allclose(vector, enc.encode(huge[:2000], max_length=64), atol=1e-6)
+    assert enc.truncated([huge], 64) == 1
+
+
+def test_a_text_of_exactly_max_length_tokens_is_not_counted_as_truncated(tiny_bert):
+    enc = Encoder.load(tiny_bert)
+    text = "好" * 60
+    n = len(enc.tokenize([text], 512)[0])
+    assert enc.truncated([text], n) == 0 and enc.truncated([text], n - 1) == 1
+
+
+def test_serve_refuses_an_empty_api_key_and_a_bad_port(tiny_bert):
+    result = _cli("serve", "-m", tiny_bert, env={**os.environ, "ZHEMBED_API_KEY": ""})
+    assert result.returncode == 2 and "API key" in result.stderr and "empty" in result.stderr
+    result = _cli("serve", "-m", tiny_bert, "--port", "99999")
+    assert result.returncode == 2 and "--port" in result.stderr and "65535" in result.stderr
+
+
+def test_index_reruns_say_nothing_to_do_once_and_builds_count_truncation(tmp_path, tiny_bert):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("你好\n" + "好" * 300 + "\n再见\n\n", encoding="utf-8")  # a trailing blank line is fine
+    args = ("index", "build", "--input", corpus, "--out", tmp_path / "idx", "-m", tiny_bert, "--max-length", "64")
+    first = _cli(*args)
+    assert first.returncode == 0 and "1 of 3 texts are longer than 64 tokens" in first.stderr
+    again = _cli(*args)
+    assert again.returncode == 0 and "nothing to do" in again.stderr and "texts (" not in again.stderr
+
+
+def test_progress_bars_do_not_flood_a_log(tmp_path, tiny_bert):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"第{i}句话\n" for i in range(30_000)), encoding="utf-8")
+    result = _cli("encode", "-i", corpus, "-o", tmp_path / "v.npy", "-m", tiny_bert)
+    assert result.returncode == 0 and result.stderr.count("\r") <= 3
+
+
+def test_usage_errors_are_a_message_not_a_traceback_whichever_typer_is_installed():
+    """transformers pulls in typer >= 0.22, which replaces typer-slim's files and raises its own click's errors."""
+    result = _cli("encode", "--bogus")
+    assert result.returncode == 2 and "No such option" in result.stderr and "Traceback" not in result.stderr
