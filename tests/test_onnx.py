@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +15,14 @@ from zhembed.runtime import length_batches
 from zhembed.make.onnx_export import export_onnx
 
 
+CALIBRATION = [line.strip() for line in (Path(__file__).parent / "data" / "sentences_zh.txt").read_text(encoding="utf-8").splitlines()
+               if line.strip()]
+
+
 @pytest.fixture(scope="module")
 def exported(tiny_bert, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx") / "model"
-    export_onnx(tiny_bert, out, quantize="int8")
+    export_onnx(tiny_bert, out, quantize="int8", calibration=CALIBRATION)
     return out
 
 
@@ -72,15 +77,32 @@ def test_token_budget_encode_is_the_same(tiny_bert):
 def test_a_killed_export_leaves_no_half_file_to_load(tiny_bert, tmp_path, monkeypatch):
     from zhembed.make import onnx_export
 
-    def dies_half_way(src, dst):
+    def dies_half_way(src, dst, batches):
         dst.write_bytes(b"half an int8 model")
         raise KeyboardInterrupt
-    monkeypatch.setattr(onnx_export, "_quantize", dies_half_way)
+    monkeypatch.setattr(onnx_export, "quantize_static", dies_half_way)
     import shutil
 
     model = shutil.copytree(tiny_bert, tmp_path / "m")
     with pytest.raises(KeyboardInterrupt):
-        export_onnx(model, quantize="int8")
+        export_onnx(model, quantize="int8", calibration=CALIBRATION)
     assert not (tmp_path / "m" / "onnx" / "model_qint8.onnx").exists()
     assert not (tmp_path / "m" / "onnx" / "model.onnx").exists()
     assert Encoder.load(tmp_path / "m", backend="auto").backend.name == "torch"  # nothing half-written is picked
+
+
+def test_int8_vectors_do_not_depend_on_the_batch(exported):
+    enc = Encoder.load(exported)
+    texts = CALIBRATION[:20]
+    alone = np.stack([enc.encode(t) for t in texts])
+    for size in (2, 16, 64):
+        batch = (texts * 4)[:max(size, len(texts))]
+        together = enc.encode(batch, batch_size=size)[:len(texts)]
+        assert (alone * together).sum(1).min() > 0.99999
+    beside_long = enc.encode([texts[0], "好" * 120], batch_size=2)[0]
+    assert float(alone[0] @ beside_long) > 0.99999
+
+
+def test_int8_needs_calibration_sentences(tiny_bert, tmp_path):
+    with pytest.raises(ZhembedError, match="--calibration"):
+        export_onnx(tiny_bert, tmp_path / "m", quantize="int8")

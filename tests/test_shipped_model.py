@@ -75,3 +75,19 @@ def test_fastembed_runs_the_shipped_onnx_and_agrees():
     theirs = np.stack(list(model.embed(["query: " + t for t in texts])))
     ours = Encoder.load().encode(texts)
     assert theirs.shape == ours.shape and (theirs * ours).sum(1).min() >= 0.999
+
+
+def test_the_shipped_int8_vectors_do_not_depend_on_the_batch():
+    from pathlib import Path
+
+    texts = [s.strip() for s in (Path(__file__).parent / "data" / "sentences_zh.txt").read_text(encoding="utf-8").splitlines()
+             if s.strip()]
+    enc = Encoder.load()
+    alone = np.stack([enc.encode(t) for t in texts])
+    for size in (2, 16, 64):
+        together = enc.encode((texts * 2)[:max(size, len(texts))], batch_size=size)[:len(texts)]
+        assert (alone * together).sum(1).min() >= 0.99999
+    long_text = "我们在学习中文，今天天气很好。" * 40  # over 256 tokens
+    assert float(alone[0] @ enc.encode([texts[0], long_text], batch_size=2)[0]) >= 0.99999
+    fp32 = Encoder.load(backend="torch").encode(texts)
+    assert (alone * fp32).sum(1).mean() >= 0.995

@@ -36,7 +36,8 @@ def prune_vocab_cmd(model: Annotated[Path, typer.Option(help="Model directory wi
 @app.command()
 def export(model: Annotated[Optional[str], typer.Argument(help="Model directory (default: the shipped model).")] = None,
            format: Annotated[str, typer.Option("--format", help="Export format.")] = "onnx",
-           quantize: Annotated[Optional[str], typer.Option(help="'int8': dynamic int8 quantization.")] = None,
+           quantize: Annotated[Optional[str], typer.Option(help="'int8': static int8 quantization (needs --calibration).")] = None,
+           calibration: Annotated[Optional[Path], typer.Option(help="Sentences (one per line) that set the int8 activation ranges.")] = None,
            out: Annotated[Optional[Path], typer.Option(help="Write a full model copy here instead of into MODEL/onnx.")] = None,
            fuse: Annotated[bool, typer.Option(help="Fuse attention/LayerNorm/GELU with onnxruntime's optimizer.")] = True):
     """Export a model to ONNX (optionally int8) for the torch-free runtime."""
@@ -47,4 +48,8 @@ def export(model: Annotated[Optional[str], typer.Argument(help="Model directory 
 
     if format != "onnx":
         raise ZhembedError(f"--format must be onnx, got {format!r}")
-    typer.echo(f"wrote {export_onnx(default_model_dir() if model is None else resolve_model_dir(model), out, quantize, fuse)}")
+    from ..textio import read_lines
+
+    sentences = [s for s in read_lines(calibration) if s.strip()] if calibration else None
+    source = default_model_dir() if model is None else resolve_model_dir(model)
+    typer.echo(f"wrote {export_onnx(source, out, quantize, fuse, sentences)}")

@@ -1,20 +1,23 @@
-"""Export a model directory to ONNX (fp32, optionally dynamic int8), written into DIR/onnx/ or --out.
+"""Export a model directory to ONNX (fp32, optionally static int8), written into DIR/onnx/ or --out.
 
 The graph takes input_ids and attention_mask and returns last_hidden_state; pooling stays in the
 Encoder, as for every backend. Fusion of attention, LayerNorm and GELU is onnxruntime's own transformer
-optimizer; int8 is onnxruntime's dynamic quantization (weights int8, activations quantized on the fly).
+optimizer; int8 is static quantization calibrated on sentences the caller gives (make/quantize.py), so a
+text's vector does not depend on its batch.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ZhembedError, require
 from ..modeldir import FP32_FILE, INT8_FILE, ONNX_DIR, copy_model_files, read_model_config
 from ..runtime.tokenizer import load_tokenizer
+from .quantize import CALIBRATION_BATCH, quantize_static
 
 
 def _export_fp32(model_dir: Path, path: Path) -> None:
@@ -53,24 +56,30 @@ def _fuse(path: Path, config: dict) -> None:
     fused.save_model_to_file(str(path))
 
 
-def _quantize(src: Path, dst: Path) -> None:
-    from onnx import TensorProto
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root, level = logging.getLogger(), logging.getLogger().level
-    root.setLevel(logging.ERROR)  # its advice to pre-process the model applies to static quantization
-    try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"],
-                         per_channel=True, extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT})
-    finally:
-        root.setLevel(level)
+CALIBRATION_SENTENCES = 512
 
 
-def export_onnx(model_dir: Path, out: Path | None = None, quantize: str | None = None, fuse: bool = True) -> Path:
-    """Write onnx/model.onnx (and onnx/model_qint8.onnx with quantize='int8'); returns the file to use."""
+def calibration_batches(model_dir: Path, fp32: Path, sentences: list[str]) -> list:
+    """Padded id batches of up to CALIBRATION_SENTENCES sentences (a seeded sample), as the Encoder forms them."""
+    from ..runtime import Encoder
+    from ..runtime.encoder import length_batches
+
+    chosen = [sentences[i] for i in sorted(np.random.default_rng(0).permutation(len(sentences))[:CALIBRATION_SENTENCES])]
+    encoder = Encoder.load(model_dir, onnx_file=str(fp32))
+    ids = encoder.tokenize(chosen, encoder.config.max_seq_length)
+    return [encoder.pad([ids[i] for i in rows]) for rows in length_batches(ids, CALIBRATION_BATCH)]
+
+
+def export_onnx(model_dir: Path, out: Path | None = None, quantize: str | None = None, fuse: bool = True,
+                calibration: list[str] | None = None) -> Path:
+    """Write onnx/model.onnx (and onnx/model_qint8.onnx with quantize='int8', calibrated on the
+    `calibration` sentences); returns the file to use."""
     model_dir = Path(model_dir)
     if quantize not in (None, "int8"):
         raise ZhembedError(f"--quantize must be int8 (or omitted), got {quantize!r}")
+    if quantize and not calibration:
+        raise ZhembedError("--quantize int8 needs --calibration FILE: sentences like the ones the model will "
+                           "encode (one per line; 512 of them are sampled) to set the activation ranges")
     require("train", "zhembed export", ("torch", "transformers", "onnx"))
     out = Path(out) if out else model_dir
     if out != model_dir:
@@ -84,7 +93,7 @@ def export_onnx(model_dir: Path, out: Path | None = None, quantize: str | None =
     if fuse:
         _fuse(fp32_tmp, read_model_config(model_dir))
     if quantize:  # both files appear only when complete: a killed export never leaves a half file to load
-        _quantize(fp32_tmp, int8_tmp)
+        quantize_static(fp32_tmp, int8_tmp, calibration_batches(out, fp32_tmp, calibration))
         os.replace(int8_tmp, onnx_dir / INT8_FILE)
     os.replace(fp32_tmp, onnx_dir / FP32_FILE)
     return onnx_dir / (INT8_FILE if quantize else FP32_FILE)
