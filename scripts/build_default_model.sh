@@ -75,3 +75,16 @@ stage finetune-a zhembed finetune --model "$RUNS/student-v2" --train "$TRAIN" --
   --matryoshka 384,256,128,64,32 --word-order-negatives 20000 --hard-negatives "$RUNS/negatives.tsv" \
   --epochs 1 --batch-size 32 --lr 5e-5 --max-length 64 --eval-every 2000 --checkpoint-every 500 \
   --threads "$THREADS" --seed 42 --resume
+
+# 5. Choose by validation (at most three candidates; only A so far), calibrate scores on the validation pairs,
+#    and export the static int8 ONNX calibrated on corpus sentences.
+stage choose python scripts/choose_candidate.py "$RUNS/ft-a" --out "$RUNS/chosen"
+stage calibrate zhembed calibrate --model "$RUNS/chosen" --train "$TRAIN" --val-fraction 0.03 --seed 42
+stage int8 zhembed export "$RUNS/chosen" --quantize int8 --calibration "$C/sentences.txt"
+
+# 6. Score at the end: the seven splits with the fp32 weights and the int8 ONNX, the validation and the
+#    teacher agreement of each candidate and of the shipped model, in one table (docs/results/candidates.md).
+stage evaluate bash -c "python scripts/sweep.py $RUNS/ft-a zhembed/models/zhembed-small-zh --out docs/results/candidates \
+  && zhembed eval $RUNS/chosen --backend onnx --json docs/results/eval-chosen-int8.json \
+  && python scripts/agreement.py $RUNS/chosen zhembed/models/zhembed-small-zh --teacher $TEACHER --corpus $CORPUS \
+     --train $TRAIN --cache-dir $RUNS/distill-v2/cache | tee docs/results/agreement-chosen.txt"
