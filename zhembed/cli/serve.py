@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ..errors import ZhembedError
+from ..serve.limits import Limits
 from .common import ModelOpt, app, needs
+
+D = Limits()  # every default is written once, in Limits
 
 
 @app.command()
@@ -21,18 +25,23 @@ def serve(model: ModelOpt = None,
                                                          help="Require 'Authorization: Bearer KEY' (all but /health).")] = None,
           allowed_hosts: Annotated[Optional[str], typer.Option(
               help="Comma-separated Host names to answer, or '*' (default: localhost names on loopback, else any).")] = None,
-          max_batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward pass.")] = 8192,
-          max_wait_ms: Annotated[float, typer.Option(help="Wait for a batch to fill (0: an idle model starts at once).")] = 0.0,
-          max_queue: Annotated[int, typer.Option(help="Texts allowed to wait; beyond it: 503.")] = 4096,
-          max_inputs: Annotated[int, typer.Option(help="Texts per request; beyond: 413.")] = 2048,
-          max_chars: Annotated[int, typer.Option(help="Characters per text; beyond: 413.")] = 20_000,
-          max_total_chars: Annotated[int, typer.Option(help="Characters of all texts of a request; beyond: 413.")] = 250_000,
-          max_body_bytes: Annotated[int, typer.Option(help="Request body size; beyond: 413.")] = 2 * 2**20,
-          max_concurrent: Annotated[int, typer.Option(help="Requests in flight; beyond: 429.")] = 512,
-          max_k: Annotated[int, typer.Option(help="Hits per /search query; beyond: 400.")] = 100,
-          max_search_queries: Annotated[int, typer.Option(help="Queries per /search request; beyond: 413.")] = 32,
-          request_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for the model; beyond: 503.")] = 30.0,
-          fast_lane_chars: Annotated[int, typer.Option(help="Requests up to this many characters never wait behind bigger ones.")] = 512,
+          max_batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward pass.")] = D.max_batch_tokens,
+          max_wait_ms: Annotated[float, typer.Option(help="Wait for a batch to fill (0: an idle model starts at once).")] = D.max_wait_ms,
+          max_queue: Annotated[int, typer.Option(help="Texts allowed to wait; beyond it: 503.")] = D.max_queue,
+          max_inputs: Annotated[int, typer.Option(help="Texts per request; beyond: 413.")] = D.max_inputs,
+          max_chars: Annotated[int, typer.Option(help="Characters per text; beyond: 413.")] = D.max_chars,
+          max_total_chars: Annotated[int, typer.Option(help="Characters of all texts of a request; beyond: 413.")] = D.max_total_chars,
+          max_request_tokens: Annotated[int, typer.Option(help="Tokens of a request (every window of a long text); beyond: 413.")] = D.max_request_tokens,
+          max_body_bytes: Annotated[int, typer.Option(help="Request body size; beyond: 413.")] = D.max_body_bytes,
+          max_header_bytes: Annotated[int, typer.Option(help="Request line and headers; beyond: 431, connection closed.")] = D.max_header_bytes,
+          max_headers: Annotated[int, typer.Option(help="Header lines per request; beyond: 431.")] = D.max_headers,
+          header_timeout: Annotated[float, typer.Option(help="Seconds to receive a request's head; beyond: 408, closed.")] = D.header_timeout,
+          body_timeout: Annotated[float, typer.Option(help="Seconds to receive the body after the head; beyond: 408.")] = D.body_timeout,
+          max_concurrent: Annotated[int, typer.Option(help="Requests in flight (/health aside); beyond: 429.")] = D.max_concurrent,
+          max_k: Annotated[int, typer.Option(help="Hits per /search query; beyond: 400.")] = D.max_k,
+          max_search_queries: Annotated[int, typer.Option(help="Queries per /search request; beyond: 413.")] = D.max_search_queries,
+          request_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for the model; beyond: 503.")] = D.request_timeout,
+          fast_lane_chars: Annotated[int, typer.Option(help="Requests up to this many characters never wait behind bigger ones.")] = D.fast_lane_chars,
           threads: Annotated[Optional[int], typer.Option(help="Model threads (default: all cores).")] = None,
           index: Annotated[Optional[Path], typer.Option(help="A zhembed index to serve at POST /search.")] = None):
     """Serve an OpenAI-compatible /v1/embeddings API with dynamic batching (and /search over an index)."""
@@ -45,11 +54,10 @@ def serve(model: ModelOpt = None,
     if index:
         needs("search", "zhembed serve --index")
     from ..runtime import Encoder
-    from ..serve.app import Limits
     from ..serve.app import serve as run
 
-    limits = Limits(max_inputs, max_chars, max_batch_tokens, max_wait_ms, max_queue, max_body_bytes, max_total_chars,
-                    max_concurrent, max_k, max_search_queries, request_timeout, fast_lane_chars)
+    given = locals()
+    limits = Limits(**{f.name: given[f.name] for f in fields(Limits)})
     encoder = Encoder.load(model, backend=backend, num_threads=threads, onnx_spinning=False)
     searchable = _load_index(index, encoder) if index else None
     hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None

@@ -14,7 +14,6 @@ import hmac
 import re
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -30,6 +29,7 @@ from ..errors import ZhembedError
 from ..runtime.chunking import combine
 from ..runtime.pooling import truncate
 from .batching import BatchQueue, Expired, QueueFull
+from .limits import Limits
 
 INLINE_TOKENIZE_CHARS = 2000
 SURROGATE = re.compile("[\ud800-\udfff]")
@@ -41,24 +41,6 @@ def json_response(body: dict, status: int = 200, headers: dict | None = None) ->
     20 times faster than tolist() + json.dumps on a batch of vectors, which would hold up the event loop."""
     return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status, headers,
                     media_type="application/json")
-
-
-@dataclass
-class Limits:
-    """Every limit of the server, each with its `zhembed serve` flag (README: Serving)."""
-
-    max_inputs: int = 2048             # --max-inputs: texts per request
-    max_chars: int = 20_000            # --max-chars: characters per text
-    max_batch_tokens: int = 8192       # --max-batch-tokens: padded tokens per forward pass
-    max_wait_ms: float = 0.0           # --max-wait-ms: wait for a batch to fill (0: start at once when idle)
-    max_queue: int = 4096              # --max-queue: texts waiting for the model; beyond: 503
-    max_body_bytes: int = 2 * 2**20    # --max-body-bytes: request body; beyond: 413
-    max_total_chars: int = 250_000     # --max-total-chars: characters of all texts of a request; beyond: 413
-    max_concurrent: int = 512          # --max-concurrent: requests in flight; beyond: 429
-    max_k: int = 100                   # --max-k: hits per /search query
-    max_search_queries: int = 32       # --max-search-queries: queries per /search request
-    request_timeout: float = 30.0      # --request-timeout: seconds a request may wait for the model; beyond: 503
-    fast_lane_chars: int = 512         # --fast-lane-chars: requests up to this many characters never queue behind bigger ones
 
 
 class Guard:
@@ -74,10 +56,14 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers: dict[str, str] = {}
+        for k, v in scope["headers"]:
+            headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))  # the first of repeated headers
         refusal = self._refuse(scope, headers)
         if refusal is not None:
             return await refusal(scope, receive, send)
+        if scope["path"].rstrip("/") == "/health":  # never refused for load: monitors must see a busy server
+            return await self.app(scope, receive, send)
         self.in_flight += 1
         try:
             if scope["method"] in ("POST", "PUT", "PATCH"):
@@ -91,18 +77,29 @@ class Guard:
             self.in_flight -= 1
 
     def _refuse(self, scope, headers: dict):
+        if sum(k.lower() == b"host" for k, _ in scope["headers"]) > 1:
+            return _error(400, "the request has more than one Host header")
         host = _host_name(headers.get("host", ""))
         if self.hosts is not None and host not in self.hosts:
             return _error(400, f"Host {host[:100]!r} is not allowed (--allowed-hosts)")
-        if self.api_key and scope["path"] != "/health":
-            given = headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
-                return _error(401, "a valid API key is required: send 'Authorization: Bearer <key>'",
-                              {"WWW-Authenticate": "Bearer"})
+        if self.api_key and scope["path"].rstrip("/") != "/health" and not self._authorized(headers):
+            return _error(401, "a valid API key is required: send 'Authorization: Bearer <key>'",
+                          {"WWW-Authenticate": "Bearer"})
+        if scope["method"] == "POST" and not headers.get("content-type", "").lower().startswith("application/json"):
+            return _error(415, "send the request body as JSON with 'Content-Type: application/json'")
+        if scope["path"].rstrip("/") == "/health":
+            return None
         if self.in_flight >= self.limits.max_concurrent:
             return _error(429, f"{self.in_flight} requests are in flight; the limit is {self.limits.max_concurrent} "
                                "(--max-concurrent)", {"Retry-After": "1"})
         return None
+
+    def _authorized(self, headers: dict) -> bool:
+        """'Bearer <key>', the scheme in any case; the key compared as UTF-8 bytes in constant time (headers
+        arrive as latin-1, so a non-ASCII key sent as UTF-8 is decoded back to its bytes)."""
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("latin-1"),
+                                                                  self.api_key.encode("utf-8"))
 
     async def _read_body(self, receive, headers: dict) -> bytes | None:
         """The whole body, or None as soon as it is longer than the limit."""
@@ -279,6 +276,10 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
             ids = encoder.tokenize(texts, max_length)
         else:
             ids = await asyncio.to_thread(encoder.tokenize, texts, max_length)
+        tokens = sum(map(len, ids))
+        if tokens > limits.max_request_tokens:  # it could not finish within the deadline: refused now, not in 30 s
+            raise ApiError(413, f"the request needs {tokens} tokens (long texts count every window); the limit is "
+                                f"{limits.max_request_tokens} (--max-request-tokens); send fewer or shorter texts")
         try:
             vectors = await until_disconnected(request, lane.submit(ids, limits.request_timeout))
         except QueueFull as e:
@@ -326,6 +327,8 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
     @app.post("/v1/embeddings")
     async def embeddings(req: EmbeddingsRequest, request: Request):
         texts = [req.input] if isinstance(req.input, str) else req.input
+        if req.model is not None and SURROGATE.search(req.model):  # it is echoed back: refuse it before any work
+            raise ApiError(400, "model contains a lone UTF-16 surrogate, which is not text; send valid Unicode", "model")
         if any(not isinstance(t, str) for t in texts):
             raise ApiError(400, "input as token ids is not supported: this model has its own tokenizer; send the "
                                 "text itself (a string or a list of strings)", "input")
@@ -373,7 +376,8 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
         hits = await asyncio.to_thread(index.search_vectors, vectors, req.k)
         return json_response({"results": [[_hit(h) for h in row] for row in hits], "usage": usage(ids)})
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
+    @app.api_route("/health/", methods=["GET", "HEAD"], include_in_schema=False)
     async def health():
         if not lanes or not all(q.alive for q in lanes.values()):
             return JSONResponse({"status": "unhealthy", "reason": "the model worker has stopped"}, 503)
@@ -421,6 +425,9 @@ def serve(encoder, host: str = "127.0.0.1", port: int = 8080, limits: Limits | N
     """Run the server until SIGINT/SIGTERM; in-flight requests finish before it exits."""
     import uvicorn
 
+    from .protocol import bounded_protocol
+
+    limits = limits or Limits()
     hosts = allowed_hosts or default_allowed_hosts(host)
     uvicorn.run(create_app(encoder, limits, allowed_hosts=hosts, **kw), host=host, port=port, log_level="info",
-                timeout_graceful_shutdown=30, access_log=False)
+                timeout_graceful_shutdown=30, access_log=False, http=bounded_protocol(limits))
