@@ -187,22 +187,43 @@ def test_the_generation_before_the_live_one_stays_for_readers(encoder, tmp_path)
     assert len(ix.Index.load(out)) == 10
 
 
+def _edit_meta(gen, **changes):
+    meta = json.loads((gen / "meta.json").read_text(encoding="utf-8"))
+    (gen / "meta.json").write_text(json.dumps({**meta, **changes}), encoding="utf-8")
+
+
+def _swap_equal_records(gen):
+    """Two record lines of the same length exchanged: the offsets still fit, the texts are wrong."""
+    lines = (gen / "records.jsonl").read_bytes().splitlines(keepends=True)
+    i, j = next((i, j) for i in range(len(lines)) for j in range(i + 1, len(lines)) if len(lines[i]) == len(lines[j]))
+    lines[i], lines[j] = lines[j], lines[i]
+    (gen / "records.jsonl").write_bytes(b"".join(lines))
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda gen, root: (gen / "records.jsonl").write_text(
         "".join((gen / "records.jsonl").read_text().splitlines(keepends=True)[:-1])), "does not match"),
-    (lambda gen, root: ((gen / "records.offsets.npy").unlink(), (gen / "records.jsonl").write_text(
+    (lambda gen, root: ((gen / "records.offsets.npy").unlink(), (gen / "records.crc32.npy").unlink(), (gen / "records.jsonl").write_text(
         "".join((gen / "records.jsonl").read_text().splitlines(keepends=True)[:-1]))), "inconsistent: 5 vectors, 4 records"),
     (lambda gen, root: (gen / "meta.json").write_text("{broken"), "meta.json is unreadable"),
     (lambda gen, root: (gen / "vectors.faiss").write_bytes(b"not faiss"), "not a readable faiss index"),
     (lambda gen, root: (root / "CURRENT").write_text("/etc"), "not a generation of this index"),
     (lambda gen, root: (root / "CURRENT").write_text("../../gen-000001"), "not a generation of this index"),
+    (lambda gen, root: ((root / "CURRENT").unlink(), (root / "CURRENT").mkdir()), "CURRENT is not a file"),
+    (lambda gen, root: (gen / "records.offsets.npy").write_bytes(b"\x93NUMPY garbage"), "records.offsets.npy is damaged"),
+    (lambda gen, root: (gen / "records.offsets.npy").write_bytes((gen / "records.offsets.npy").read_bytes()[:-8]),
+     "records.offsets.npy is damaged"),
+    (lambda gen, root: _edit_meta(gen, dimensions="abc"), "dimensions is 'abc'"),
+    (lambda gen, root: _edit_meta(gen, max_length=-1), "max_length is -1"),
+    (lambda gen, root: _edit_meta(gen, model_id=5), "model_id is 5"),
+    (lambda gen, root: _swap_equal_records(gen), "does not match its checksum"),
 ])
 def test_a_damaged_index_is_one_clear_error(encoder, tmp_path, damage, message):
     out = tmp_path / "idx"
     ix.build_index(_records(SENTENCES[:5]), out, encoder, None, "a", show_progress=False)
     damage(out / "gen-000001", out)
     with pytest.raises(ZhembedError, match=message):
-        ix.Index.load(out).search("你好", k=3)
+        ix.Index.load(out, encoder).search("你好", k=5)
 
 
 def test_another_model_of_the_same_width_is_refused(encoder, tmp_path):

@@ -177,7 +177,18 @@ def _live(path: Path) -> tuple[Path, dict]:
         raise ZhembedError(f"{gen / 'meta.json'} is unreadable ({e}); rebuild the index") from None
     if not isinstance(meta, dict) or not {"dim", "model", "backend", "max_length"} <= meta.keys():
         raise ZhembedError(f"{gen / 'meta.json'} lacks the fields an index needs; rebuild the index")
+    for key, kinds in META_TYPES.items():
+        value = meta.get(key)
+        if key in meta and (isinstance(value, bool) or not isinstance(value, kinds)
+                            or (kinds is int and value <= 0)):
+            raise ZhembedError(f"{gen / 'meta.json'}: {key} is {value!r:.60}, which an index cannot have; rebuild the index")
     return gen, meta
+
+
+# The types of the meta fields an index reads (positive where an integer); None marks an optional model path.
+META_TYPES: dict[str, type | tuple] = {"dim": int, "dimensions": int, "max_length": int, "count": int,
+                                       "model": (str, type(None)), "backend": str, "model_id": (str, type(None)),
+                                       "precision": str, "sources": list, "inputs": list}
 
 
 def live_generation(path: Path) -> Path | None:
@@ -185,6 +196,8 @@ def live_generation(path: Path) -> Path | None:
     current = path / "CURRENT"
     if not current.exists():
         return None
+    if not current.is_file():
+        raise ZhembedError(f"{current} is not a file; rebuild the index")
     name = current.read_text(encoding="utf-8", errors="replace").strip()
     if not GENERATION.fullmatch(name) or not (path / name).is_dir():
         raise ZhembedError(f"{current} names {name[:80]!r}, not a generation of this index; rebuild the index")
