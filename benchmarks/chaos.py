@@ -10,6 +10,11 @@
    5xx responses, dropped connections, and /health checked every 10 requests.
 4. A mixed load: p99 of one-sentence requests alone, then beside two clients sending 64-sentence requests
    back to back; the ratio.
+5. SIGINT and SIGTERM in the middle of every long command (encode, index build, cluster): the exit status
+   (never 0) and whether an output that looks complete was left.
+6. Slow clients (heads trickled a byte at a time) and 1 MB headers against the server: /health polled
+   throughout, and the server's memory (RSS) sampled during the fuzz and these attacks.
+7. One 5M-character line through `encode` and `index build`: wall time and peak memory.
 Writes benchmarks/results/chaos.{json,md}.
 """
 
@@ -132,6 +137,117 @@ class Server:
         self.proc.wait(30)
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class MemoryWatch:
+    """The peak RSS of a process, sampled every 0.2 s while the block runs."""
+
+    def __init__(self, pid: int):
+        import threading
+
+        self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mb(self.pid))
+            time.sleep(0.2)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def interrupted(work: Path, texts: list[str]) -> list[dict]:
+    """Each long command, signalled after 3 s: its exit status and whether it left complete-looking output."""
+    big = write_lines(work / "signal-input.txt", (texts * (200_000 // len(texts) + 1))[:200_000])
+    commands = {"encode": (["encode", "-i", str(big), "-o"], "v.jsonl", lambda out: out.exists()),
+                "index build": (["index", "build", "-i", str(big), "--out"], "idx", lambda out: (out / "CURRENT").exists()),
+                "cluster": (["cluster", "-i", str(big), "-k", "8", "--out"], "labels.txt", lambda out: out.exists())}
+    results = []
+    for name, (args, target, looks_complete) in commands.items():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            out = work / f"signal-{sig.name}-{target}"
+            proc = subprocess.Popen([*ZHEMBED, *args, str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True)
+            time.sleep(3)
+            finished_early = proc.poll() is not None
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+            results.append({"command": name, "signal": sig.name, "exit": proc.returncode, "finished_early": finished_early,
+                            "complete_looking_output": bool(looks_complete(out)) and not finished_early,
+                            "one_line": len(err.strip().splitlines()) == 1})
+    return results
+
+
+def slow_clients(url: str, port: int, clients: int, seconds: float) -> dict:
+    """`clients` connections trickling a request head a byte every 0.5 s, and 20 requests with a 1 MB header;
+    /health polled every 0.25 s meanwhile."""
+    import threading
+
+    def trickle(results):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            start = time.time()
+            try:
+                for byte in (b"POST /v1/embeddings HTTP/1.1\r\nHost: localhost\r\n" * 100):
+                    sock.sendall(bytes([byte]))
+                    time.sleep(0.5)
+                    if time.time() - start > seconds:
+                        break
+            except OSError:
+                pass
+            results.append(time.time() - start)
+    held: list[float] = []
+    threads = [threading.Thread(target=trickle, args=(held,), daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    health, deadline = [], time.time() + min(seconds, 15)
+    while time.time() < deadline:
+        try:
+            health.append(httpx.get(f"{url}/health", timeout=5).status_code)
+        except httpx.TransportError:
+            health.append(0)
+        time.sleep(0.25)
+    big = []
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.settimeout(10)
+            try:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 2**20 + b"\r\n\r\n")
+            except OSError:
+                pass
+            try:
+                big.append(sock.recv(64)[:12].decode(errors="replace"))
+            except OSError:
+                big.append("closed")
+    for t in threads:
+        t.join(seconds + 5)
+    return {"slow_clients": clients, "longest_held_s": round(max(held, default=0), 1),
+            "health_polls": len(health), "health_not_200": sum(h != 200 for h in health),
+            "big_header_answers": sorted(set(big))}
+
+
+def huge_line(work: Path) -> dict:
+    path = work / "huge.txt"
+    path.write_text("今天天气很好，我们去公园散步。" * 340_000 + "\n你好\n", encoding="utf-8")
+    out = {}
+    for name, args in {"encode": ["encode", "-i", str(path), "-o", str(work / "huge.npy")],
+                       "index build": ["index", "build", "-i", str(path), "--out", str(work / "huge-idx")]}.items():
+        timed = subprocess.run(["/usr/bin/time", "-f", "%e %M", *ZHEMBED, *args], capture_output=True, text=True)
+        seconds, kb = timed.stderr.strip().splitlines()[-1].split()
+        out[name] = {"exit": timed.returncode, "seconds": float(seconds), "peak_mb": round(int(kb) / 1024, 1)}
+    return out
+
+
 def random_json(rng: random.Random, depth: int = 0):
     kinds = ["str", "int", "float", "bool", "null", "list", "dict"] if depth < 4 else ["str", "int", "null"]
     kind = rng.choice(kinds)
@@ -244,7 +360,8 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/corpus/sentences.txt")
     parser.add_argument("--texts", type=int, default=40_000)
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--fuzz", type=int, default=600)
+    parser.add_argument("--fuzz", type=int, default=1000)
+    parser.add_argument("--slow-clients", type=int, default=20)
     parser.add_argument("--short", type=int, default=300, help="one-sentence requests per p99 measurement")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -261,9 +378,18 @@ def main() -> None:
         doc["concurrent_adds"] = [concurrent_adds(work, texts[:4000], w) for w in (2, 4)]
         print("concurrent adds:", doc["concurrent_adds"], flush=True)
         index = work / "concurrent-2"
-        with Server("--index", str(index)) as url:
+        doc["signals"] = interrupted(work, texts)
+        print("signals:", doc["signals"], flush=True)
+        doc["huge_line"] = huge_line(work)
+        print("huge line:", doc["huge_line"], flush=True)
+        server = Server("--index", str(index), "--max-concurrent", "8")
+        with server as url, MemoryWatch(server.proc.pid) as memory:
             doc["fuzz"] = fuzz(url, args.fuzz, rng)
             print("fuzz:", doc["fuzz"], flush=True)
+            doc["slow"] = slow_clients(url, server.port, args.slow_clients, 20)
+            print("slow clients and big headers:", doc["slow"], flush=True)
+        doc["server_peak_rss_mb"] = round(memory.peak, 1)
+        with Server("--index", str(index)) as url:
             doc["mixed_load"] = mixed_load(url, texts[:2000], args.short)
             print("mixed load:", doc["mixed_load"], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -277,6 +403,17 @@ def main() -> None:
           f"{c['duplicated']} |" for c in doc["concurrent_adds"]],
         f"| server fuzz, {f['requests']} hostile requests | statuses {f['statuses']}; 5xx {f['5xx']}; dropped connections "
         f"{f['dropped_connections']}; /health not 200: {f['health_not_200']} |",
+        f"| SIGINT / SIGTERM during encode, index build, cluster | exit codes "
+        f"{[(x['command'], x['signal'], x['exit']) for x in doc['signals']]}; exit 0 after a signal: "
+        f"{sum(x['exit'] == 0 for x in doc['signals'])}; complete-looking outputs: "
+        f"{sum(x['complete_looking_output'] for x in doc['signals'])}; one line each: {all(x['one_line'] for x in doc['signals'])} |",
+        f"| {doc['slow']['slow_clients']} slow clients, then 20 requests with a 1 MB header | longest held "
+        f"{doc['slow']['longest_held_s']} s; /health not 200 in {doc['slow']['health_not_200']} of "
+        f"{doc['slow']['health_polls']} polls; big headers answered {doc['slow']['big_header_answers']} |",
+        f"| server memory during the fuzz and the attacks | peak RSS {doc['server_peak_rss_mb']} MB |",
+        f"| one 5M-character line | encode {doc['huge_line']['encode']['seconds']} s, "
+        f"{doc['huge_line']['encode']['peak_mb']} MB; index build {doc['huge_line']['index build']['seconds']} s, "
+        f"{doc['huge_line']['index build']['peak_mb']} MB |",
         f"| mixed load: one-sentence requests beside two clients of 64-sentence requests | p99 alone "
         f"{m['short_p99_alone_ms']} ms, under load {m['short_p99_under_load_ms']} ms: {m['ratio']}x |",
         "", f"{doc['cpu']}, {doc['date']}. Command: `{doc['command']}`", ""])

@@ -144,3 +144,17 @@ def test_a_request_over_the_token_budget_is_refused_at_once(server):
                    headers={"Authorization": b"Bearer " + "clé-ü".encode()})
     assert r.status_code == 413 and "--max-request-tokens" in r.json()["error"]["message"]
     assert time.perf_counter() - start < 5
+
+
+def test_a_client_that_leaves_is_counted_and_never_stops_the_worker(tiny_bert):
+    """With a batching wait, a caller leaving while its job waited emptied the queue under the worker, whose
+    thread then died (max() of nothing); and the drop was counted as a 400."""
+    limits = Limits(max_wait_ms=2000)
+    with Server(create_app(Encoder.load(tiny_bert), limits), limits) as running:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{running.base}/v1/embeddings", json={"input": "你好"}, timeout=0.5)
+        time.sleep(3)
+        assert httpx.get(f"{running.base}/health").status_code == 200
+        metrics = httpx.get(f"{running.base}/metrics").text
+        assert 'zhembed_errors_total{path="/v1/embeddings",status="499"} 1.0' in metrics
+        assert httpx.post(f"{running.base}/v1/embeddings", json={"input": "你好"}, timeout=10).status_code == 200

@@ -91,3 +91,8 @@ def test_the_shipped_int8_vectors_do_not_depend_on_the_batch():
     assert float(alone[0] @ enc.encode([texts[0], long_text], batch_size=2)[0]) >= 0.99999
     fp32 = Encoder.load(backend="torch").encode(texts)
     assert (alone * fp32).sum(1).mean() >= 0.995
+
+
+def test_the_shipped_model_gives_calibrated_scores():
+    scores = Encoder.load().similarity(PAIR[0], [PAIR[1], "今天天气很好"], calibrated=True)
+    assert 0 <= scores[1] < scores[0] <= 1 and scores[0] > 0.5

@@ -287,6 +287,8 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
         except Expired:
             raise ApiError(503, f"the model did not reach this request within {limits.request_timeout:g} s "
                                 "(--request-timeout); retry later", headers={"Retry-After": "1"}) from None
+        except ApiError:  # 499: the client left
+            raise
         except Exception as e:
             raise ApiError(400, f"the model could not encode this input ({type(e).__name__})") from None
         return vectors, ids

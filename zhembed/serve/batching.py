@@ -104,8 +104,8 @@ class BatchQueue:
                 self._cond.wait()
             if self.max_wait:
                 deadline = min(job.arrived for job in self._jobs) + self.max_wait
-                while self._depth * self._longest() < self.max_batch_tokens and time.monotonic() < deadline \
-                        and not self._stopping:
+                while self._jobs and self._depth * self._longest() < self.max_batch_tokens \
+                        and time.monotonic() < deadline and not self._stopping:  # every caller may leave meanwhile
                     self._cond.wait(max(0.0, deadline - time.monotonic()))
                     self._drop_finished()
                 if not self._jobs:
