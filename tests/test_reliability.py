@@ -133,3 +133,33 @@ def test_usage_errors_are_a_message_not_a_traceback_whichever_typer_is_installed
     """transformers pulls in typer >= 0.22, which replaces typer-slim's files and raises its own click's errors."""
     result = _cli("encode", "--bogus")
     assert result.returncode == 2 and "No such option" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_index_and_cluster_outputs_are_checked_and_a_file_size_limit_is_one_line(tmp_path, tiny_bert):
+    import resource
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("你好\n再见\n", encoding="utf-8")
+    (tmp_path / "afile").touch()
+    result = _cli("index", "build", "-i", corpus, "--out", tmp_path / "afile", "-m", tiny_bert)
+    assert result.returncode == 2 and "is a file" in result.stderr
+    (tmp_path / "adir").mkdir()
+    result = _cli("cluster", "-i", corpus, "-k", "1", "--out", tmp_path / "adir", "-m", tiny_bert)
+    assert result.returncode == 2 and "is a folder" in result.stderr
+    assert _cli("index", "build", "-i", corpus, "--out", tmp_path / "idx", "-m", tiny_bert).returncode == 0
+    more = tmp_path / "more.txt"
+    more.write_text("".join(f"第{i}句话今天天气很好\n" for i in range(3000)), encoding="utf-8")
+    limited = subprocess.run([sys.executable, "-m", "zhembed", "index", "add", str(tmp_path / "idx"), "-i", str(more)],
+                             capture_output=True, text=True, timeout=120,
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100 * 1024, 100 * 1024)))
+    assert limited.returncode == 2 and "ulimit -f" in limited.stderr and "Traceback" not in limited.stderr
+    assert len(limited.stderr.strip().splitlines()) == 1
+    assert _cli("search", tmp_path / "idx", "你好", "-k", "1").returncode == 0  # the old index still loads
+
+
+def test_the_readme_says_how_to_install_from_a_checkout_and_a_wheel():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert "`pip install zhembed`" not in readme  # not on PyPI: that command fails
+    assert "pip install -e ." in readme and "pip wheel --no-deps -w dist ." in readme

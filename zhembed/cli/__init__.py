@@ -33,6 +33,8 @@ def _terminate(signum, frame):
 
 def os_error_line(e: OSError) -> str:
     """One line for an operating-system error on a user's input or output, naming the path and the fix."""
+    if e.errno is None:  # e.g. numpy's short write: no errno, no file name
+        return f"a write failed: {e} (the disk may be full, or a file size limit (ulimit -f) was reached)"
     what = e.filename or "a file"
     hints = {errno.ENOSPC: "free some disk space", errno.EFBIG: "the file size limit (ulimit -f) was hit",
              errno.EACCES: "check its permissions", errno.EPERM: "check its permissions and attributes",

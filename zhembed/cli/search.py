@@ -31,6 +31,8 @@ def _index_from(input: Path, out: Path, append: bool, model, backend, text_field
     from ..search.index import build_index, live_generation, read_meta
     from ..search.index import load_encoder as index_encoder
 
+    if out.exists() and not out.is_dir():
+        raise ZhembedError(f"--out {out} is a file; an index is a folder: give a new folder name")
     records = read_user_records(input, text_field, id_field, skip_bad)
     if append:  # the index's own model and backend
         meta = read_meta(out)
