@@ -102,3 +102,21 @@ def test_the_runtime_needs_only_the_core_install():
     # torch and transformers only behind require("train", ...): the torch backend and vocab.txt tokenizers
     assert third_party - set(sys.stdlib_module_names) - {"__future__", ""} == {
         "numpy", "onnxruntime", "tokenizers", "torch", "transformers"}  # tqdm through zhembed.progress
+
+
+MODEL_DIR_FILES = {"config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "model.safetensors",
+                   "pytorch_model.bin", "modules.json", "1_Pooling", "2_Normalize", "sentence_bert_config.json",
+                   "config_sentence_transformers.json", "model.onnx", "model_qint8.onnx", "calibration.json"}
+
+
+def test_only_modeldir_names_the_files_of_a_model_directory():
+    """Every other module goes through zhembed/modeldir.py, so the layout has one owner."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "modeldir.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and (
+                    node.value in MODEL_DIR_FILES or any(node.value.endswith("/" + f) for f in MODEL_DIR_FILES)):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.value!r}")
+    assert not offenders, "\n".join(offenders)

@@ -20,6 +20,12 @@ from .atomic import write_text_atomic
 from .errors import ZhembedError
 
 ONNX_DIR = "onnx"
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+VOCAB_FILE = "vocab.txt"  # a WordPiece directory without tokenizer.json (the seed's own models)
+MODULES_FILE = "modules.json"
+ST_CONFIG_FILE = "config_sentence_transformers.json"
 FP32_FILE = "model.onnx"
 INT8_FILE = "model_qint8.onnx"
 WEIGHTS_FILE = "model.safetensors"
@@ -133,7 +139,79 @@ def write_calibration(model_dir: Path, data: dict) -> None:
 
 def read_model_config(model_dir: Path) -> dict:
     """config.json of a model directory."""
-    return read_json(Path(model_dir) / "config.json")
+    return read_json(Path(model_dir) / CONFIG_FILE)
+
+
+def update_config(model_dir: Path, **changes) -> dict:
+    """Change fields of config.json (written atomically); returns the new config."""
+    config = {**read_model_config(model_dir), **changes}
+    write_json(Path(model_dir) / CONFIG_FILE, config)
+    return config
+
+
+def num_layers(model_dir: Path) -> int | None:
+    return read_model_config(model_dir).get("num_hidden_layers")
+
+
+def set_dimensions(model_dir: Path, dimensions: list[int]) -> None:
+    """Record the Matryoshka sizes the model serves, largest first, in config_sentence_transformers.json."""
+    st_file = Path(model_dir) / ST_CONFIG_FILE
+    st_config = read_json(st_file) if st_file.exists() else {}
+    write_json(st_file, {**st_config, DIMENSIONS_KEY: sorted(dimensions, reverse=True)})
+
+
+def is_sentence_transformers_dir(model_dir: Path) -> bool:
+    """Whether the directory is complete as a sentence-transformers model (its modules.json is there)."""
+    return (Path(model_dir) / MODULES_FILE).exists()
+
+
+def tokenizer_files(model_dir: Path) -> tuple[Path | None, Path | None]:
+    """(tokenizer.json, vocab.txt) of a directory, each None when absent."""
+    model_dir = Path(model_dir)
+    found = [model_dir / name for name in (TOKENIZER_FILE, VOCAB_FILE)]
+    return tuple(p if p.exists() else None for p in found)  # type: ignore[return-value]
+
+
+def read_tokenizer_json(model_dir: Path) -> dict:
+    """tokenizer.json as JSON ({} when the directory has none)."""
+    path = Path(model_dir) / TOKENIZER_FILE
+    return read_json(path) if path.exists() else {}
+
+
+def write_tokenizer(model_dir: Path, tokenizer) -> None:
+    """Save a `tokenizers.Tokenizer` (or its JSON as a dict) as the directory's tokenizer.json, atomically."""
+    text = json.dumps(tokenizer, ensure_ascii=False) if isinstance(tokenizer, dict) else tokenizer.to_str(pretty=True)
+    write_text_atomic(Path(model_dir) / TOKENIZER_FILE, text)
+
+
+def write_tokenizer_config(model_dir: Path, config: dict) -> None:
+    write_json(Path(model_dir) / TOKENIZER_CONFIG_FILE, config)
+
+
+def read_pad_tokens(model_dir: Path) -> list[str | int]:
+    """The padding token as the directory names it, in order of precedence: tokenizer_config.json's pad_token
+    (text), then config.json's pad_token_id."""
+    found: list[str | int] = []
+    for name, key in ((TOKENIZER_CONFIG_FILE, "pad_token"), (CONFIG_FILE, "pad_token_id")):
+        try:
+            value = json.loads((Path(model_dir) / name).read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, dict):
+            value = value.get("content")
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            found.append(value)
+    return found
+
+
+def save_weights(model_dir: Path, state: dict) -> None:
+    """model.safetensors from a name -> numpy array dict (written beside, then renamed in)."""
+    from safetensors.numpy import save_file
+
+    path = Path(model_dir) / WEIGHTS_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    tmp.replace(path)
 
 
 def resolve_model_dir(path: str | Path) -> Path:

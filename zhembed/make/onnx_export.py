@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZhembedError, require
-from ..modeldir import FP32_FILE, INT8_FILE, ONNX_DIR, copy_model_files, read_model_config
+from ..modeldir import (FP32_FILE, INT8_FILE, ONNX_DIR, copy_model_files, read_model_config, tokenizer_files,
+                        write_tokenizer)
 from ..runtime.tokenizer import load_tokenizer
 from .quantize import CALIBRATION_BATCH, quantize_static
 
@@ -84,8 +85,8 @@ def export_onnx(model_dir: Path, out: Path | None = None, quantize: str | None =
     out = Path(out) if out else model_dir
     if out != model_dir:
         copy_model_files(model_dir, out)
-    if not (out / "tokenizer.json").exists():  # the ONNX runtime reads tokenizer.json only (no transformers)
-        load_tokenizer(model_dir).save(str(out / "tokenizer.json"))
+    if tokenizer_files(out)[0] is None:  # the ONNX runtime reads tokenizer.json only (no transformers)
+        write_tokenizer(out, load_tokenizer(model_dir))
     onnx_dir = out / ONNX_DIR
     onnx_dir.mkdir(parents=True, exist_ok=True)
     fp32_tmp, int8_tmp = onnx_dir / (FP32_FILE + ".tmp"), onnx_dir / (INT8_FILE + ".tmp")

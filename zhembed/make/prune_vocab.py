@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZhembedError
-from ..modeldir import WEIGHTS_FILE, copy_model_files, read_sentence_config, write_json
+from ..modeldir import (WEIGHTS_FILE, copy_model_files, read_model_config, read_sentence_config, read_tokenizer_json,
+                        save_weights, update_config, write_tokenizer)
 from ..textio import read_lines
 
 METASPACE = "\u2581"
@@ -77,17 +78,16 @@ def prune_vocab(model_dir: Path, corpus: Path | list[Path], out: Path) -> PruneR
     """Write a copy of `model_dir` whose tokenizer and word embeddings keep only the pieces that the corpus
     (one file or several) needs."""
     corpora = corpus if isinstance(corpus, list) else [corpus]
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import load_file
     from tokenizers import Tokenizer
 
     model_dir, out = Path(model_dir), Path(out)
-    tok_file = model_dir / "tokenizer.json"
-    tok_json = json.loads(tok_file.read_text(encoding="utf-8")) if tok_file.exists() else {}
+    tok_json = read_tokenizer_json(model_dir)
     if tok_json.get("model", {}).get("type") != "Unigram":
         raise ZhembedError(f"{model_dir}: vocabulary pruning needs a Unigram tokenizer.json (SentencePiece/XLM-R style)")
     prompt = read_sentence_config(model_dir).prompt
     texts = [prompt + line for path in corpora for line in read_lines(path) if line.strip()]
-    keep = kept_ids(tok_json, used_piece_ids(Tokenizer.from_file(str(tok_file)), texts))
+    keep = kept_ids(tok_json, used_piece_ids(Tokenizer.from_str(json.dumps(tok_json)), texts))
     pieces_before = len(tok_json["model"]["vocab"])
 
     state = load_file(str(model_dir / WEIGHTS_FILE))
@@ -95,18 +95,16 @@ def prune_vocab(model_dir: Path, corpus: Path | list[Path], out: Path) -> PruneR
     before = sum(v.size for k, v in state.items() if not k.startswith("pooler."))
     state[key] = np.ascontiguousarray(state[key][keep])
     copy_model_files(model_dir, out)
-    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-    (out / "tokenizer.json").write_text(json.dumps(_remap_tokenizer(tok_json, keep), ensure_ascii=False), encoding="utf-8")
-    _remap_config(out / "config.json", keep)
+    save_weights(out, state)
+    write_tokenizer(out, _remap_tokenizer(tok_json, keep))
+    _remap_config(out, keep)
     after = sum(v.size for k, v in state.items() if not k.startswith("pooler."))
     return PruneReport(pieces_before, len(keep), before, after)
 
 
-def _remap_config(config_file: Path, keep: list[int]) -> None:
-    config = json.loads(config_file.read_text(encoding="utf-8"))
+def _remap_config(model_dir: Path, keep: list[int]) -> None:
+    config = read_model_config(model_dir)
     new_id = {old: new for new, old in enumerate(keep)}
-    config["vocab_size"] = len(keep)
-    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
-        if config.get(key) is not None:
-            config[key] = new_id[config[key]]
-    write_json(config_file, config)
+    changes = {key: new_id[config[key]] for key in ("pad_token_id", "bos_token_id", "eos_token_id")
+               if config.get(key) is not None}
+    update_config(model_dir, vocab_size=len(keep), **changes)

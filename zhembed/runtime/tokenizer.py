@@ -7,23 +7,24 @@ configured once and never changed afterwards.
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
 from ..errors import ZhembedError, require
+from ..modeldir import read_pad_tokens, tokenizer_files
 
 
 def load_tokenizer(model_dir: Path):
     """tokenizer.json through `tokenizers`; a WordPiece vocab.txt directory through transformers."""
     from tokenizers import Tokenizer
 
-    if (model_dir / "tokenizer.json").exists():
+    tokenizer_json, vocab = tokenizer_files(model_dir)
+    if tokenizer_json is not None:
         try:
-            return Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+            return Tokenizer.from_file(str(tokenizer_json))
         except Exception as e:
-            raise ZhembedError(f"cannot read {model_dir / 'tokenizer.json'}: {e}") from None
-    if (model_dir / "vocab.txt").exists():
+            raise ZhembedError(f"cannot read {tokenizer_json}: {e}") from None
+    if vocab is not None:
         require("train", f"{model_dir} (a vocab.txt tokenizer without tokenizer.json)", ("transformers",))
         from transformers import AutoTokenizer
 
@@ -33,13 +34,7 @@ def load_tokenizer(model_dir: Path):
 
 def pad_token_id(model_dir: Path, tokenizer) -> int:
     """The padding id named by tokenizer_config.json or config.json; 0 if neither names one."""
-    for name, key in (("tokenizer_config.json", "pad_token"), ("config.json", "pad_token_id")):
-        try:
-            value = json.loads((model_dir / name).read_text(encoding="utf-8")).get(key)
-        except (OSError, ValueError):
-            continue
-        if isinstance(value, dict):
-            value = value.get("content")
+    for value in read_pad_tokens(model_dir):
         if isinstance(value, str) and tokenizer.token_to_id(value) is not None:
             return tokenizer.token_to_id(value)
         if isinstance(value, int):

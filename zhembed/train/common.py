@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZhembedError
-from ..modeldir import DIMENSIONS_KEY, WEIGHTS_FILE, copy_model_files, read_json, read_model_config, write_json
+from ..modeldir import WEIGHTS_FILE, copy_model_files, set_dimensions, update_config, write_json
 
 
 RUN_MARKER = "zhembed_run.json"  # in every model directory a training run writes: which run wrote it
+RUN_CONFIG = "run_config.json"   # in a run's work dir: the settings it was started with
 
 
 def check_out_dir(out: Path) -> None:
@@ -38,14 +39,10 @@ def save_model(model, src_dir: Path, out: Path, run: dict, fp16: bool = True, di
     (tmp / RUN_MARKER).unlink(missing_ok=True)
     state = {k: v.detach().to(torch.float16 if fp16 else torch.float32).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-    config = read_model_config(tmp)
-    config["dtype"] = "float32"  # so AutoModel (dtype="auto") computes in fp32 on the CPU
-    write_json(tmp / "config.json", config)
+    update_config(tmp, dtype="float32")  # so AutoModel (dtype="auto") computes in fp32 on the CPU
     write_json(tmp / RUN_MARKER, run)
     if dimensions:
-        st_file = tmp / "config_sentence_transformers.json"
-        st_config = read_json(st_file) if st_file.exists() else {}
-        write_json(st_file, {**st_config, DIMENSIONS_KEY: sorted(dimensions, reverse=True)})
+        set_dimensions(tmp, dimensions)
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
         out.rename(old)

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZhembedError
-from ..modeldir import WEIGHTS_FILE, copy_model_files, read_model_config, write_json
+from ..modeldir import WEIGHTS_FILE, copy_model_files, read_model_config, update_config, write_json
 from ..runtime import Encoder
-from .common import (Batches, dev_spearman, load_checkpoint, lr_at, optimizer_step, save_checkpoint, save_model,
-                     start_run)
+from .common import (RUN_CONFIG, Batches, dev_spearman, load_checkpoint, lr_at, optimizer_step, save_checkpoint,
+                     save_model, start_run)
 from .teacher_cache import corpus_files, read_corpus, teacher_embeddings
 
 
@@ -80,9 +80,7 @@ def make_student(teacher_dir: Path, layers: list[int], out: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     copy_model_files(teacher_dir, tmp)
     save_file(student, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-    config = read_model_config(tmp)
-    config.update(num_hidden_layers=len(layers), zhembed_teacher_layers=layers)
-    write_json(tmp / "config.json", config)
+    update_config(tmp, num_hidden_layers=len(layers), zhembed_teacher_layers=layers)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
@@ -106,7 +104,7 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
 
     work, out, ckpt_file = start_run(cfg, resume)
     work.mkdir(parents=True, exist_ok=True)
-    write_json(work / "config.json", asdict(cfg))
+    write_json(work / RUN_CONFIG, asdict(cfg))
 
     # 1. The teacher's view of the corpus (cached), with a held-out dev slice.
     sentences = read_corpus(cfg.corpus, cfg.max_sentences or None)

@@ -25,7 +25,7 @@ from ..eval.suite import PairTask
 from ..modeldir import write_json
 from ..runtime import Encoder
 from ..textio import read_lines
-from .common import (load_checkpoint, lr_at, optimizer_step, pooled, save_checkpoint, save_model,
+from .common import (RUN_CONFIG, load_checkpoint, lr_at, optimizer_step, pooled, save_checkpoint, save_model,
                      start_run)
 from .teacher_cache import TEACHER_MAX_LENGTH, read_corpus, teacher_embeddings
 
@@ -322,7 +322,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
             raise ZhembedError("training data overlaps the evaluation splits: " + "; ".join(problems)
                                + " (pass --allow-overlap to train on it anyway)")
     work.mkdir(parents=True, exist_ok=True)
-    write_json(work / "config.json", asdict(cfg))
+    write_json(work / RUN_CONFIG, asdict(cfg))
     for ds in datasets:
         log(f"{ds.name}: {len(ds.rows)} {'triples' if ds.kind == 'triples' else 'pairs'} ({ds.kind})")
 
