@@ -3,7 +3,12 @@
 from .errors import ZhembedError
 from .runtime import Encoder
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("zhembed")  # written once, in pyproject.toml
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 __all__ = ["Encoder", "Index", "ZhembedError", "__version__"]
 
 

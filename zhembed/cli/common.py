@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import require
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Small, fast Chinese sentence embeddings.")
@@ -38,8 +37,3 @@ def read_user_records(path: Path, text_field: str | None, id_field: str | None =
     if records.skipped:
         typer.echo(f"zhembed: skipped {len(records.skipped)} bad lines of {records.total}", err=True)
     return records
-
-
-def needs(extra: str, what: str) -> None:
-    """Stop with one line naming the pip extra when `what` cannot run in this installation."""
-    require(extra, what)

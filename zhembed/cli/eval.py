@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import ZhembedError
-from .common import BatchOpt, MaxLenOpt, app, load_encoder, needs
+from ..errors import ZhembedError, require
+from .common import BatchOpt, MaxLenOpt, app, load_encoder
 
 AccuracyBackendOpt = Annotated[str, typer.Option(help="torch (the exact fp32 weights; the [train] extra), onnx "
                                                       "(the int8 export when there is one) or auto.")]
@@ -48,7 +48,7 @@ def eval_cmd(models: Annotated[list[str], typer.Argument(help="Model directories
 
     from ..eval import suite as ev
 
-    needs("eval", "zhembed eval")
+    require("eval", "zhembed eval")
 
     task_list = ev.load_tasks(data, [t for t in (tasks or "").split(",") if t] or None, _task_pairs(task or []))
     sizes = _sizes(dimensions)

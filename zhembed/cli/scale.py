@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import ZhembedError
-from .common import BackendOpt, BatchOpt, MaxLenOpt, ModelOpt, app, needs
+from ..errors import ZhembedError, require
+from .common import BackendOpt, BatchOpt, MaxLenOpt, ModelOpt, app
 
 
 @app.command("embed-dataset")
@@ -23,7 +23,7 @@ def embed_dataset_cmd(input: Annotated[Path, typer.Option("--input", "-i", help=
                       batch_size: BatchOpt = 64, max_length: MaxLenOpt = 128,
                       rows_per_shard: Annotated[int, typer.Option(help="Rows per output shard (the unit of resume).")] = 10_000):
     """Embed a dataset into Parquet shards, locally or on Ray; a rerun skips the shards already written."""
-    needs("scale", "zhembed embed-dataset")
+    require("scale", "zhembed embed-dataset")
     from ..scale.embed_dataset import EmbedConfig, embed_dataset
 
     cfg = EmbedConfig(model, backend, text_field, batch_size, max_length, rows_per_shard, threads)
@@ -39,7 +39,7 @@ def export_vectors(input: Annotated[Path, typer.Option("--input", "-i", help="Sh
                    id_field: Annotated[Optional[str], typer.Option(help="Column with each row's id (default: shard and row).")] = None,
                    batch_size: BatchOpt = 256):
     """Upsert embedded shards into a vector database, idempotently by id."""
-    needs("scale", "zhembed export-vectors")
+    require("scale", "zhembed export-vectors")
     from ..scale.vector_export import export_to_qdrant, qdrant_client
 
     if to != "qdrant":

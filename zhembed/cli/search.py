@@ -10,13 +10,13 @@ from typing import Annotated, Optional
 import typer
 
 from ..atomic import write_text_atomic
-from ..errors import ZhembedError
+from ..errors import ZhembedError, require
 from ..textio import check_output
-from .common import (BackendOpt, BatchOpt, MaxLenOpt, ModelOpt, SkipBadOpt, TextFieldOpt, app, load_encoder, needs,
+from .common import (BackendOpt, BatchOpt, MaxLenOpt, ModelOpt, SkipBadOpt, TextFieldOpt, app, load_encoder,
                      read_user_records)
 
 index_app = typer.Typer(no_args_is_help=True, help="Build and extend a semantic search index over a corpus.",
-                        callback=lambda: needs("search", "zhembed index"))
+                        callback=lambda: require("search", "zhembed index"))
 app.add_typer(index_app, name="index")
 AnnOpt = Annotated[str, typer.Option(help="auto (exact below 20,000 texts, else approximate: HNSW for fp32, IVF for "
                                           "int8 and binary), exact or hnsw (approximate).")]
@@ -92,7 +92,7 @@ def search(index: Annotated[Path, typer.Argument(help="An index directory.")],
     """The nearest texts of an index for each query."""
     from dataclasses import asdict
 
-    needs("search", "zhembed search")
+    require("search", "zhembed search")
     from ..search import Index
 
     for query, hits in zip(queries, Index.load(index).search(queries, k)):
@@ -117,7 +117,7 @@ def cluster(input: Annotated[Path, typer.Option("--input", "-i", help="Text (one
     """Cluster a corpus by meaning: k-means (-k N) or threshold communities (--threshold T)."""
     import numpy as np
 
-    needs("search", "zhembed cluster")
+    require("search", "zhembed cluster")
     from ..search import cluster as cl
 
     if (k is None) == (threshold is None):

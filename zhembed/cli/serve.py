@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import ZhembedError
+from ..errors import ZhembedError, require
 from ..serve.limits import Limits
-from .common import ModelOpt, app, needs
+from .common import ModelOpt, app
 
 D = Limits()  # every default is written once, in Limits
 
@@ -45,14 +45,14 @@ def serve(model: ModelOpt = None,
           threads: Annotated[Optional[int], typer.Option(help="Model threads (default: all cores).")] = None,
           index: Annotated[Optional[Path], typer.Option(help="A zhembed index to serve at POST /search.")] = None):
     """Serve an OpenAI-compatible /v1/embeddings API with dynamic batching (and /search over an index)."""
-    needs("serve", "zhembed serve")
+    require("serve", "zhembed serve")
     if api_key is None and "ZHEMBED_API_KEY" in os.environ:  # click treats an empty variable as unset
         api_key = os.environ["ZHEMBED_API_KEY"]
     if api_key is not None and not api_key.strip():
         raise ZhembedError("the API key (--api-key or ZHEMBED_API_KEY) is empty, which would turn authentication "
                            "off; set a non-empty key, or unset ZHEMBED_API_KEY to serve without one")
     if index:
-        needs("search", "zhembed serve --index")
+        require("search", "zhembed serve --index")
     from ..runtime import Encoder
     from ..serve.app import serve as run
 

@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import ZhembedError
+from ..errors import ZhembedError, require
 from ..modeldir import resolve_model_dir
-from .common import BatchOpt, MaxLenOpt, app, needs
+from .common import BatchOpt, MaxLenOpt, app
 
 ThreadsOpt = Annotated[int, typer.Option(help="CPU threads for training and the teacher (0: all cores).")]
 PrecisionOpt = Annotated[str, typer.Option(help="Forward pass: bf16 autocast, fp32, or auto (bf16 where the CPU has AVX512-BF16/AMX).")]
@@ -31,7 +31,7 @@ def distill(teacher: Annotated[Optional[str], typer.Option(help="Teacher directo
             checkpoint_every: int = 200, eval_every: int = 500, threads: ThreadsOpt = 0, precision: PrecisionOpt = "auto",
             resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
     """Distil a small student from a teacher (MSE on sentence embeddings), with checkpoints and resume."""
-    needs("train", "zhembed distill")
+    require("train", "zhembed distill")
     from ..make.import_e5 import teacher_dir
     from ..train.distill import DistillConfig
     from ..train.distill import distill as run
@@ -68,7 +68,7 @@ def finetune(model: Annotated[str, typer.Option(help="The model to fine-tune (e.
              group_size: Annotated[int, typer.Option(help="Texts per forward pass, length-sorted (0: a step's texts at once).")] = 32,
              resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
     """Fine-tune on labelled pairs: CoSENT for scores and labels, in-batch ranking for NLI triples."""
-    needs("train", "zhembed finetune")
+    require("train", "zhembed finetune")
     from ..train.finetune import FinetuneConfig
     from ..train.finetune import finetune as run
 
@@ -95,7 +95,7 @@ def mine_negatives(model: Annotated[str, typer.Option(help="The student that ran
                    rank_min: int = 10, rank_max: int = 100, max_length: MaxLenOpt = 64, threads: ThreadsOpt = 0):
     """Mine hard negatives for the ranking loss: corpus sentences the student ranks 10-100 for each anchor,
     unless the teacher scores them as close to the positive as the anchor is."""
-    needs("train", "zhembed mine-negatives")
+    require("train", "zhembed mine-negatives")
     from ..make.import_e5 import teacher_dir
     from ..train.negatives import MineConfig, mine
 
@@ -112,7 +112,7 @@ def calibrate(model: Annotated[str, typer.Option(help="The model directory to ca
               val_fraction: Annotated[float, typer.Option(help="As finetune's --val-fraction.")] = 0.03,
               seed: Annotated[int, typer.Option(help="As finetune's --seed.")] = 42, max_length: MaxLenOpt = 256):
     """Fit a monotone map from cosine to match probability on the validation pairs (isotonic regression)."""
-    needs("train", "zhembed calibrate")
+    require("train", "zhembed calibrate")
     from ..train.calibrate import CalibrateConfig
     from ..train.calibrate import calibrate as run
 

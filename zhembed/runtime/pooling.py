@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-POOLING_MODES = ("mean", "cls", "max", "lasttoken")
-
-
 def pool(hidden: np.ndarray, mask: np.ndarray, mode: str = "mean") -> np.ndarray:
     """[batch, seq, dim] token vectors and a [batch, seq] mask -> [batch, dim] sentence vectors."""
     m = mask[..., None].astype(hidden.dtype)

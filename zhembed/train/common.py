@@ -3,12 +3,11 @@ checkpoints, saving a trained model as a model directory, and the periodic dev c
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import replace_dir, write_atomic
 from ..errors import ZhembedError
 from ..modeldir import WEIGHTS_FILE, copy_model_files, set_dimensions, update_config, write_json
 
@@ -33,21 +32,16 @@ def save_model(model, src_dir: Path, out: Path, run: dict, fp16: bool = True, di
     from safetensors.torch import save_file
 
     check_out_dir(out)
-    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    copy_model_files(src_dir, tmp)
-    (tmp / RUN_MARKER).unlink(missing_ok=True)
-    state = {k: v.detach().to(torch.float16 if fp16 else torch.float32).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-    update_config(tmp, dtype="float32")  # so AutoModel (dtype="auto") computes in fp32 on the CPU
-    write_json(tmp / RUN_MARKER, run)
-    if dimensions:
-        set_dimensions(tmp, dimensions)
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    with replace_dir(out) as tmp:
+        copy_model_files(src_dir, tmp)
+        (tmp / RUN_MARKER).unlink(missing_ok=True)
+        state = {k: v.detach().to(torch.float16 if fp16 else torch.float32).contiguous()
+                 for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        update_config(tmp, dtype="float32")  # so AutoModel (dtype="auto") computes in fp32 on the CPU
+        write_json(tmp / RUN_MARKER, run)
+        if dimensions:
+            set_dimensions(tmp, dimensions)
 
 
 def mean_pool(hidden, mask):
@@ -183,10 +177,5 @@ def save_checkpoint(path: Path, model, opt, step: int, best: float, config: dict
     """Atomic and durable: a kill or power loss during the write leaves the previous checkpoint intact."""
     import torch
 
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
-                    "torch_rng": torch.get_rng_state(), "config": config}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                             "best": best, "torch_rng": torch.get_rng_state(), "config": config}, f))

@@ -6,13 +6,13 @@ Read top to bottom: config, student construction, data, the training loop with c
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import replace_dir
 from ..errors import ZhembedError
 from ..modeldir import WEIGHTS_FILE, copy_model_files, read_model_config, update_config, write_json
 from ..runtime import Encoder
@@ -76,13 +76,10 @@ def make_student(teacher_dir: Path, layers: list[int], out: Path) -> Path:
                 student[key.replace(f"encoder.layer.{idx}.", f"encoder.layer.{layers.index(idx)}.", 1)] = value
         else:
             student[key] = value
-    tmp = Path(out).with_name(Path(out).name + ".tmp")  # renamed into place only when complete
-    shutil.rmtree(tmp, ignore_errors=True)
-    copy_model_files(teacher_dir, tmp)
-    save_file(student, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-    update_config(tmp, num_hidden_layers=len(layers), zhembed_teacher_layers=layers)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with replace_dir(Path(out)) as tmp:  # renamed into place only when complete
+        copy_model_files(teacher_dir, tmp)
+        save_file(student, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        update_config(tmp, num_hidden_layers=len(layers), zhembed_teacher_layers=layers)
     return out
 
 

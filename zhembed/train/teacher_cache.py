@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_text_atomic
 from ..errors import ZhembedError
 from ..runtime import Encoder
 from ..textio import read_lines
@@ -50,14 +51,14 @@ def teacher_embeddings(teacher: Path, sentences: list[str], cache_dir: Path, max
         return _open(data_file, state_file, "r")
     encoder = Encoder.load(teacher, num_threads=threads)  # its ONNX export when it has one
     if not state_file.exists():
-        state_file.write_text(json.dumps({"done": 0, "n": len(sentences), "dim": encoder.dim, "teacher": str(teacher)}))
+        write_text_atomic(state_file, json.dumps({"done": 0, "n": len(sentences), "dim": encoder.dim, "teacher": str(teacher)}))
     emb = _open(data_file, state_file, "r+" if data_file.exists() else "w+")
     start_time, start = time.time(), done
     for lo in range(done, len(sentences), CHUNK):
         hi = min(lo + CHUNK, len(sentences))
         emb[lo:hi] = encoder.encode(sentences[lo:hi], batch_size=batch_size, max_length=max_length, normalize=False)
         emb.flush()
-        state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "done": hi}))
+        write_text_atomic(state_file, json.dumps({**json.loads(state_file.read_text()), "done": hi}))
         rate = (hi - start) / (time.time() - start_time)
         log(f"teacher embeddings {hi}/{len(sentences)} ({rate:.0f} sentences/s, "
             f"{(len(sentences) - hi) / rate / 60:.1f} min left)")
