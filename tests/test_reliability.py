@@ -163,3 +163,17 @@ def test_the_readme_says_how_to_install_from_a_checkout_and_a_wheel():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     assert "`pip install zhembed`" not in readme  # not on PyPI: that command fails
     assert "pip install -e ." in readme and "pip wheel --no-deps -w dist ." in readme
+
+
+def test_an_immutable_output_is_one_line_before_the_work(tmp_path, tiny_bert):
+    import shutil
+
+    target = tmp_path / "locked.npy"
+    target.touch()
+    if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(target)], capture_output=True).returncode:
+        pytest.skip("needs chattr +i (root, on a file system with attributes)")
+    try:
+        result = _cli("encode", "你好", "-o", target, "-m", tiny_bert)
+        assert result.returncode == 2 and "cannot be written" in result.stderr and "Traceback" not in result.stderr
+    finally:
+        subprocess.run(["chattr", "-i", str(target)])
