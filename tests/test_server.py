@@ -184,3 +184,18 @@ def test_sigterm_finishes_in_flight_requests(tiny_bert):
         assert proc.wait(30) in (0, 143, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after its graceful shutdown
     finally:
         proc.kill()
+
+
+def test_search_encodes_queries_at_the_index_max_length(encoder, tmp_path):
+    from conftest import SENTENCES
+    from zhembed.search.index import build_index
+    from zhembed.textio import Records
+
+    index = build_index(Records(texts=SENTENCES[:20]), tmp_path / "idx", encoder, None, "test", show_progress=False,
+                        max_length=8)
+    query = "北京到上海的高铁票多少钱，" * 6  # far over 8 tokens
+    expected = index.search(query, k=3)[0]
+    with RunningServer(create_app(encoder, index=index)) as base:
+        hits = httpx.post(f"{base}/search", json={"query": query, "k": 3}).json()["results"][0]
+    assert [h["id"] for h in hits] == [h.id for h in expected]
+    assert [h["score"] for h in hits] == pytest.approx([h.score for h in expected], abs=1e-5)

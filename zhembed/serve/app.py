@@ -265,17 +265,17 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
             raise ApiError(413, f"the request's texts have {total} characters; the limit is {limits.max_total_chars} "
                                 "(--max-total-chars)", param)
 
-    async def embed(request: Request, texts: list[str]) -> tuple[np.ndarray, list[list[int]]]:
-        """Vectors of the texts through the batching queue, and their token ids."""
+    async def embed(request: Request, texts: list[str], length: int = max_length) -> tuple[np.ndarray, list[list[int]]]:
+        """Vectors of the texts cut at `length` tokens, through the batching queue, and their token ids."""
         chars = sum(map(len, texts))
         lane = lanes["fast" if chars <= limits.fast_lane_chars else "bulk"]
         if not lane.has_room(len(texts)):  # refused before any tokenization
             raise ApiError(503, f"server busy: {lane.depth} texts are queued; the limit is {limits.max_queue}",
                            headers={"Retry-After": "1"})
         if chars <= INLINE_TOKENIZE_CHARS:  # cheaper than a hop to a thread
-            ids = encoder.tokenize(texts, max_length)
+            ids = encoder.tokenize(texts, length)
         else:
-            ids = await asyncio.to_thread(encoder.tokenize, texts, max_length)
+            ids = await asyncio.to_thread(encoder.tokenize, texts, length)
         tokens = sum(map(len, ids))
         if tokens > limits.max_request_tokens:  # it could not finish within the deadline: refused now, not in 30 s
             raise ApiError(413, f"the request needs {tokens} tokens (long texts count every window); the limit is "
@@ -374,7 +374,7 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
                                 "(--max-search-queries)", "query")
         if not 1 <= req.k <= limits.max_k:
             raise ApiError(400, f"k must be between 1 and {limits.max_k} (--max-k), got {req.k}", "k")
-        vectors, ids = await embed(request, queries)
+        vectors, ids = await embed(request, queries, index.meta["max_length"])  # as Index.search encodes them
         hits = await asyncio.to_thread(index.search_vectors, vectors, req.k)
         return json_response({"results": [[_hit(h) for h in row] for row in hits], "usage": usage(ids)})
 
