@@ -9,12 +9,13 @@
 # $RUNS/stages/NAME.done holding its command; a rerun skips it, and refuses to go on when that stage's
 # command has changed since (remove the .done file to redo it, and every stage after it). An interrupted
 # stage resumes from its last checkpoint (training stages checkpoint every few minutes). Each stage's start,
-# end and wall time go to $STAGE_LOG (default docs/results/build-default-model.log).
+# end and wall time go to $STAGE_LOG (default $RUNS/stages.log, outside the tracked tree so a worktree running
+# the build can be updated with git; copy it to docs/results/build-default-model.log to commit it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs/build}
-STAGE_LOG=${STAGE_LOG:-docs/results/build-default-model.log}
+STAGE_LOG=${STAGE_LOG:-$RUNS/stages.log}
 THREADS=${THREADS:-2}
 TEACHER=${ZHEMBED_HOME:-$HOME/.cache/zhembed}/multilingual-e5-small
 C="$DATA/corpus"
