@@ -124,7 +124,7 @@ def test_teacher_converts_once_into_home(monkeypatch, tmp_path, teacher_dir, cap
 
 
 def test_a_missing_default_model_is_one_clear_error_and_nothing_is_built(monkeypatch, tmp_path):
-    from zhembed.runtime import models
+    from zhembed.runtime import locations as models
 
     monkeypatch.setenv("ZHEMBED_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(models, "SHIPPED_MODEL", tmp_path / "no-shipped-model")

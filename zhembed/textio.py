@@ -31,6 +31,21 @@ def read_lines(path: Path) -> list[str]:
     return lines
 
 
+def corpus_files(spec: str | Path) -> list[Path]:
+    """One corpus file, or several separated by commas."""
+    return [Path(p) for p in str(spec).split(",") if p]
+
+
+def read_corpus(spec: str | Path, limit: int | None = None, seed: int = 0) -> list[str]:
+    """Distinct non-empty lines of one or more UTF-8 files (comma-separated), shuffled with `seed`, at most
+    `limit` of them."""
+    sentences = list(dict.fromkeys(s.strip() for path in corpus_files(spec) for s in read_lines(path) if s.strip()))
+    if not sentences:
+        raise ZhembedError(f"corpus {spec} has no sentences")
+    np.random.default_rng(seed).shuffle(sentences)
+    return sentences[:limit] if limit else sentences
+
+
 def _read_bytes(path: Path) -> bytes:
     """The file's bytes without a UTF-8 byte-order mark (which editors on Windows put first)."""
     try:

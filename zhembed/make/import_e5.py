@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import ZhembedError
 from ..modeldir import (SentenceConfig, is_sentence_transformers_dir, save_weights, write_sentence_config,
                         write_tokenizer, write_tokenizer_config)
-from ..runtime.models import zhembed_home
+from ..runtime.locations import zhembed_home
 
 MAGIC = b"E5S1"
 VERSION = 1

@@ -4,6 +4,6 @@ It needs numpy, tokenizers and onnxruntime only, and never imports the code that
 """
 
 from .encoder import Encoder, check_texts, length_batches
-from .models import SHIPPED_MODEL, default_model_dir, zhembed_home
+from .locations import SHIPPED_MODEL, default_model_dir, zhembed_home
 
 __all__ = ["SHIPPED_MODEL", "Encoder", "check_texts", "default_model_dir", "length_batches", "zhembed_home"]

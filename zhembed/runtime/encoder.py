@@ -16,7 +16,7 @@ from ..modeldir import SentenceConfig, find_onnx, read_model_config, read_senten
 from .backends import Backend, OnnxBackend, TorchBackend
 from .calibration import Calibration
 from .chunking import combine, token_windows
-from .models import default_model_dir
+from .locations import default_model_dir
 from .pooling import normalize as normalize_rows
 from .pooling import pool, truncate
 from .tokenizer import TruncatingTokenizer, load_tokenizer, pad_token_id

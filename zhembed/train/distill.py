@@ -18,7 +18,8 @@ from ..modeldir import WEIGHTS_FILE, copy_model_files, read_model_config, update
 from ..runtime import Encoder
 from .common import (RUN_CONFIG, Batches, dev_spearman, load_checkpoint, lr_at, optimizer_step, save_checkpoint,
                      save_model, start_run)
-from .teacher_cache import corpus_files, read_corpus, teacher_embeddings
+from ..textio import corpus_files, read_corpus
+from .teacher_cache import teacher_embeddings
 
 
 @dataclass

@@ -24,10 +24,10 @@ from ..errors import ZhembedError
 from ..eval.suite import PairTask
 from ..modeldir import write_json
 from ..runtime import Encoder
-from ..textio import read_lines
+from ..textio import read_corpus, read_lines
 from .common import (RUN_CONFIG, load_checkpoint, lr_at, optimizer_step, pooled, save_checkpoint, save_model,
                      start_run)
-from .teacher_cache import TEACHER_MAX_LENGTH, read_corpus, teacher_embeddings
+from .teacher_cache import TEACHER_MAX_LENGTH, teacher_embeddings
 
 AGREEMENT_SENTENCES = 1000
 

@@ -20,7 +20,8 @@ from ..atomic import write_text_atomic
 from ..errors import ZhembedError, require
 from ..runtime import Encoder
 from .finetune import load_dataset, split_validation
-from .teacher_cache import TEACHER_MAX_LENGTH, read_corpus, teacher_embeddings
+from ..textio import read_corpus
+from .teacher_cache import TEACHER_MAX_LENGTH, teacher_embeddings
 
 
 @dataclass

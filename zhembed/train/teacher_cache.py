@@ -10,27 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_text_atomic
-from ..errors import ZhembedError
 from ..runtime import Encoder
-from ..textio import read_lines
 
 CHUNK = 2048
 TEACHER_MAX_LENGTH = 256  # the length distillation caches its targets at; fine-tuning reuses that cache
-
-
-def corpus_files(spec: str | Path) -> list[Path]:
-    """One corpus file, or several separated by commas."""
-    return [Path(p) for p in str(spec).split(",") if p]
-
-
-def read_corpus(spec: str | Path, limit: int | None = None, seed: int = 0) -> list[str]:
-    """Distinct non-empty lines of one or more UTF-8 files (comma-separated), shuffled with `seed`, at most
-    `limit` of them."""
-    sentences = list(dict.fromkeys(s.strip() for path in corpus_files(spec) for s in read_lines(path) if s.strip()))
-    if not sentences:
-        raise ZhembedError(f"corpus {spec} has no sentences")
-    np.random.default_rng(seed).shuffle(sentences)
-    return sentences[:limit] if limit else sentences
 
 
 def _key(teacher: Path, sentences: list[str], max_length: int) -> str:
