@@ -23,6 +23,9 @@ USAGE_ERRORS = tuple({click.ClickException, *(c for c in typer.BadParameter.__mr
 ABORTS = tuple({click.exceptions.Abort, typer.Abort})
 
 
+INTERRUPTED = "zhembed: interrupted (nothing was written for the unfinished step)"
+
+
 class Terminated(BaseException):
     """SIGTERM, raised where the process is, so writers clean up as they do for Ctrl-C."""
 
@@ -60,7 +63,7 @@ def main() -> None:
         typer.echo(f"zhembed: error: {os_error_line(e)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("zhembed: interrupted (nothing was written for the unfinished step)", err=True)
+        typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except Terminated:
         typer.echo("zhembed: terminated (nothing was written for the unfinished step)", err=True)
@@ -69,9 +72,9 @@ def main() -> None:
         e.show()
         sys.exit(e.exit_code)
     except ABORTS:
-        typer.echo("zhembed: interrupted", err=True)
+        typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
     if isinstance(code, int) and code:  # typer returns, rather than raises, Exit codes and 130 for Ctrl-C
         if code == 130:
-            typer.echo("zhembed: interrupted (nothing was written for the unfinished step)", err=True)
+            typer.echo(INTERRUPTED, err=True)
         sys.exit(code)
