@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZhembedError
-from ..progress import progress
 from ..modeldir import SentenceConfig, find_onnx, read_model_config, read_sentence_config, resolve_model_dir
+from ..progress import progress
 from .backends import Backend, OnnxBackend, TorchBackend
 from .calibration import Calibration
 from .chunking import combine, token_windows
