@@ -84,6 +84,7 @@ def test_user_mistakes_are_one_line(monkeypatch, capsys, tiny_bert, tmp_path, ar
     (["export", "--quantize", "int8"], "train"),
     (["embed-dataset", "-i", "texts.txt", "-o", "out"], "scale"),
     (["eval", "some-model"], "eval"),
+    (["distill-static", "--out", "static", "--corpus", "corpus.txt"], "train"),
 ])
 def test_a_missing_extra_is_one_line_naming_it(monkeypatch, capsys, tmp_path, args, extra):
     """As in a core install (`pip install zhembed`): none of the optional layers' libraries are there."""

@@ -131,6 +131,27 @@ def test_cluster_functions():
         kmeans(vectors, 21)
 
 
+def test_large_inputs_cluster_through_an_ivf_index_and_summarize_in_one_pass(monkeypatch):
+    """Above EXACT_LIMIT texts the neighbours come from IVF cells; tight groups come out the same. The summary
+    of many clusters no longer scans all labels once per cluster."""
+    from zhembed.search import cluster
+
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(40, 32))
+    sizes = rng.integers(1, 30, size=40)
+    vectors = np.concatenate([c + 0.03 * rng.normal(size=(n, 32)) for c, n in zip(centers, sizes)])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    exact = cluster.communities(vectors, 0.9)
+    monkeypatch.setattr(cluster, "EXACT_LIMIT", 10)
+    np.testing.assert_array_equal(cluster.communities(vectors, 0.9), exact)
+    texts = [f"t{i}" for i in range(len(vectors))]
+    groups = summarize(vectors, exact, texts, top=3)
+    assert [g["cluster"] for g in groups] == list(range(len(groups))) and sum(g["size"] for g in groups) == len(texts)
+    first = np.flatnonzero(exact == 0)
+    centroid = vectors[first].mean(0)
+    assert groups[0]["central"] == [texts[i] for i in first[np.argsort(-(vectors[first] @ centroid), kind="stable")[:3]]]
+
+
 def test_cli_index_search_and_cluster(monkeypatch, capsys, tiny_bert, tmp_path):
     corpus = _corpus(tmp_path, [*SENTENCES[:30], "", *SENTENCES[30:40]])
     code, _, err = run(monkeypatch, capsys, "index", "build", "-i", corpus, "--out", tmp_path / "idx", "-m", tiny_bert)

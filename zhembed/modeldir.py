@@ -4,7 +4,11 @@ A model directory is a sentence-transformers directory: a transformers model (co
 model.safetensors, tokenizer.json) plus modules.json, 1_Pooling/config.json, 2_Normalize/,
 sentence_bert_config.json and config_sentence_transformers.json, so `SentenceTransformer(dir)` and
 `AutoModel` load it as is. Its ONNX exports live in onnx/ (model.onnx, model_qint8.onnx), the layout
-sentence-transformers' ONNX backend and fastembed read too. Reading and writing this layout, copying a
+sentence-transformers' ONNX backend and fastembed read too.
+
+A static model directory is the sentence-transformers layout of `StaticEmbedding` + `Normalize`: modules.json,
+model.safetensors holding one table `embedding.weight` [vocabulary, dim], and tokenizer.json (no special tokens),
+all at the root; a text's vector is the mean of its tokens' rows. Reading and writing this layout, copying a
 directory, and facts about it (parameters, size) live here and nowhere else.
 """
 
@@ -31,6 +35,8 @@ INT8_FILE = "model_qint8.onnx"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHT_FILES = (WEIGHTS_FILE, "pytorch_model.bin")
 CALIBRATION_FILE = "calibration.json"  # the monotone map from cosine to match probability, if fitted
+STATIC_MODULE = "sentence_transformers.models.StaticEmbedding"
+STATIC_TENSOR = "embedding.weight"
 DIMENSIONS_KEY = "matryoshka_dimensions"  # in config_sentence_transformers.json: the sizes a prefix serves
 
 POOLING_KEYS = {
@@ -219,9 +225,73 @@ def resolve_model_dir(path: str | Path) -> Path:
     model_dir = Path(path).expanduser().resolve()
     if not model_dir.is_dir():
         raise ZhembedError(f"model directory not found: {path}")
-    if not (model_dir / "config.json").exists():
-        raise ZhembedError(f"{model_dir} is not a model directory: it has no config.json")
+    if not (model_dir / CONFIG_FILE).exists() and not is_static_dir(model_dir):
+        raise ZhembedError(f"{model_dir} is not a model directory: it has no config.json "
+                           "(nor the modules.json of a static model)")
     return model_dir
+
+
+def is_static_dir(model_dir: Path) -> bool:
+    """Whether the directory is a static embedding model (its modules.json starts with StaticEmbedding)."""
+    path = Path(model_dir) / MODULES_FILE
+    if not path.exists():
+        return False
+    modules = read_json(path)
+    return bool(modules) and isinstance(modules, list) and isinstance(modules[0], dict) \
+        and modules[0].get("type", "").rsplit(".", 1)[-1] == "StaticEmbedding"
+
+
+def write_static_model(out: Path, tokenizer, table, normalize: bool = True) -> None:
+    """A static model directory: the table as fp16 safetensors, the tokenizer, and the module files that
+    sentence-transformers reads (StaticEmbedding at the root, then Normalize)."""
+    import numpy as np
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": STATIC_MODULE}]
+    if normalize:
+        modules.append({"idx": 1, "name": "1", "path": "1_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (out / "1_Normalize").mkdir(exist_ok=True)
+    write_tokenizer(out, tokenizer)
+    save_weights(out, {STATIC_TENSOR: np.ascontiguousarray(table, dtype=np.float16)})
+    write_json(out / ST_CONFIG_FILE, {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+    write_json(out / MODULES_FILE, modules)
+
+
+SAFETENSORS_DTYPES = {"F16": "<f2", "F32": "<f4", "BF16": None}
+
+
+def read_static_table(model_dir: Path):
+    """The [vocabulary, dim] table of a static model directory as a read-only numpy memory map (fp16 or fp32),
+    read with numpy alone."""
+    import numpy as np
+
+    path = Path(model_dir) / WEIGHTS_FILE
+    header, start = _safetensors_header(path)
+    entry = header.get(STATIC_TENSOR)
+    if not isinstance(entry, dict) or len(entry.get("shape", ())) != 2:
+        raise ZhembedError(f"{path} has no 2-d tensor {STATIC_TENSOR!r}: not a static model's table")
+    dtype = SAFETENSORS_DTYPES.get(entry.get("dtype"))
+    if dtype is None:
+        raise ZhembedError(f"{path}: {STATIC_TENSOR} is {entry.get('dtype')}; a static table must be F16 or F32")
+    begin, end = entry["data_offsets"]
+    rows, dim = entry["shape"]
+    if end - begin != rows * dim * np.dtype(dtype).itemsize or start + end > path.stat().st_size:
+        raise ZhembedError(f"{path} is truncated or corrupt: {STATIC_TENSOR} does not fit the file")
+    return np.memmap(path, dtype=dtype, mode="r", offset=start + begin, shape=(rows, dim))
+
+
+def _safetensors_header(path: Path) -> tuple[dict, int]:
+    """The JSON header of a safetensors file and the byte offset where its data starts."""
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+    except (OSError, struct.error, ValueError) as e:
+        raise ZhembedError(f"cannot read the tensor header of {path}: {e}") from None
+    if not isinstance(header, dict):
+        raise ZhembedError(f"cannot read the tensor header of {path}: not a JSON object")
+    return header, 8 + size
 
 
 def find_onnx(model_dir: Path, onnx_file: str | None = None) -> Path | None:
@@ -246,13 +316,7 @@ def size_on_disk(path: Path) -> int:
 
 def count_parameters(model_dir: Path) -> int:
     """Parameters stored in model.safetensors (the unused pooler excluded), read from the file's header."""
-    path = Path(model_dir) / WEIGHTS_FILE
-    try:
-        with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(size))
-    except (OSError, struct.error, ValueError) as e:
-        raise ZhembedError(f"cannot read the tensor header of {path}: {e}") from None
+    header, _ = _safetensors_header(Path(model_dir) / WEIGHTS_FILE)
     total = 0
     for name, tensor in header.items():
         if name != "__metadata__" and not name.startswith("pooler."):
@@ -264,10 +328,16 @@ def count_parameters(model_dir: Path) -> int:
 
 
 def model_info(model_dir: Path) -> dict:
-    """path, layers, hidden size, vocabulary, parameters, size on disk, prompt and ONNX files."""
+    """path, kind, layers, hidden size, vocabulary, parameters, size on disk, prompt and ONNX files."""
+    if is_static_dir(model_dir):
+        rows, dim = read_static_table(model_dir).shape
+        return {"path": str(Path(model_dir).resolve()), "kind": "static (mean of token vectors; numpy runtime)",
+                "hidden_size": dim, "vocab_size": rows, "parameters": rows * dim,
+                "size_on_disk_mb": round(size_on_disk(model_dir) / 2**20, 1)}
     config = read_model_config(model_dir)
     return {
         "path": str(Path(model_dir).resolve()),
+        "kind": f"transformer ({config.get('model_type', 'unknown')})",
         "layers": config.get("num_hidden_layers"),
         "hidden_size": config.get("hidden_size"),
         "vocab_size": config.get("vocab_size"),

@@ -56,10 +56,10 @@ def similarity(source: Annotated[str, typer.Argument(help="The sentence to compa
 
 
 @app.command()
-def info(model: Annotated[Optional[str], typer.Argument(help="Model directory (default: the shipped model).")] = None):
-    """Describe a model directory: layers, sizes, parameters, prompt."""
-    from ..modeldir import model_info, resolve_model_dir
-    from ..runtime import default_model_dir
+def info(model: Annotated[Optional[str], typer.Argument(help="Model directory or shipped name (default: the shipped model).")] = None):
+    """Describe a model directory: its kind (transformer or static), layers, sizes, parameters, prompt."""
+    from ..modeldir import model_info
+    from ..runtime import model_dir
 
-    for key, value in model_info(default_model_dir() if model is None else resolve_model_dir(model)).items():
+    for key, value in model_info(model_dir(model)).items():
         typer.echo(f"{key}: {value!r}" if key == "prompt" else f"{key}: {value}")

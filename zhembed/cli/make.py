@@ -41,7 +41,7 @@ def export(model: Annotated[Optional[str], typer.Argument(help="Model directory 
            out: Annotated[Optional[Path], typer.Option(help="Write a full model copy here instead of into MODEL/onnx.")] = None,
            fuse: Annotated[bool, typer.Option(help="Fuse attention/LayerNorm/GELU with onnxruntime's optimizer.")] = True):
     """Export a model to ONNX (optionally int8) for the torch-free runtime."""
-    from ..runtime import default_model_dir
+    from ..runtime import model_dir
 
     require("train", "zhembed export")
     from ..make.onnx_export import export_onnx
@@ -51,5 +51,5 @@ def export(model: Annotated[Optional[str], typer.Argument(help="Model directory 
     from ..textio import read_lines
 
     sentences = [s for s in read_lines(calibration) if s.strip()] if calibration else None
-    source = default_model_dir() if model is None else resolve_model_dir(model)
+    source = model_dir(model)
     typer.echo(f"wrote {export_onnx(source, out, quantize, fuse, sentences)}")

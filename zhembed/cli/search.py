@@ -25,7 +25,7 @@ IdFieldOpt = Annotated[Optional[str], typer.Option(help="Field or column with ea
 
 def _index_from(input: Path, out: Path, append: bool, model, backend, text_field, id_field, skip_bad, ann,
                 batch_size, max_length, precision: str = "fp32", dimensions: int | None = None,
-                chunk: bool = False) -> None:
+                chunk: bool = False, first_stage: str | None = None) -> None:
     import time
 
     from ..search.index import build_index, live_generation, read_meta
@@ -40,10 +40,16 @@ def _index_from(input: Path, out: Path, append: bool, model, backend, text_field
     else:
         encoder = load_encoder(model, backend)
         model = str(encoder.path) if model else None  # None: the default model, whichever backend runs it
+    rerank = None
+    if first_stage is not None and not append:  # the cascade: index with the fast model, re-score with --model
+        rerank = {"model": model, "backend": encoder.backend.name, "model_id": encoder.model_id, "dim": encoder.dim}
+        encoder = load_encoder(first_stage, "auto")
+        model = str(encoder.path)
     before = live_generation(out) if out.is_dir() else None
     start = time.perf_counter()
     index = build_index(records, out, encoder, model, str(input), ann, batch_size, max_length, append,
-                        show_progress=sys.stderr.isatty(), precision=precision, dimensions=dimensions, chunk=chunk)
+                        show_progress=sys.stderr.isatty(), precision=precision, dimensions=dimensions, chunk=chunk,
+                        rerank=rerank)
     seconds = time.perf_counter() - start
     if before is not None and index.records.path.parent == before:
         typer.echo(f"zhembed: {input} is already in {out}; nothing to do", err=True)
@@ -69,10 +75,13 @@ def index_build(input: Annotated[Path, typer.Option("--input", "-i", help="Text 
                     help="Index only the first N components of each vector (Matryoshka), normalized again.")] = None,
                 chunk: Annotated[bool, typer.Option(
                     "--chunk", help="Index long texts as overlapping passages; search returns each document's best "
-                                    "passage with its character offsets.")] = False):
+                                    "passage with its character offsets.")] = False,
+                first_stage: Annotated[Optional[str], typer.Option(
+                    help="A fast model (e.g. zhembed-static-zh) that builds the index; search then re-scores its "
+                         "top --rerank hits with --model.")] = None):
     """Embed a corpus into a new index; rerun the same command to resume a killed build."""
     _index_from(input, out, False, model, backend, text_field, id_field, skip_bad, ann, batch_size, max_length,
-                precision, dimensions, chunk)
+                precision, dimensions, chunk, first_stage)
 
 
 @index_app.command("add")
@@ -88,6 +97,8 @@ def index_add(index: Annotated[Path, typer.Argument(help="An index directory.")]
 def search(index: Annotated[Path, typer.Argument(help="An index directory.")],
            queries: Annotated[list[str], typer.Argument(help="One or more queries.")],
            k: Annotated[int, typer.Option("-k", help="Hits per query.")] = 10,
+           rerank: Annotated[int, typer.Option(help="In an index built with --first-stage: candidates the "
+                                                    "second-stage model re-scores (0: none).")] = 100,
            as_json: Annotated[bool, typer.Option("--json", help="One JSON line per query.")] = False):
     """The nearest texts of an index for each query."""
     from dataclasses import asdict
@@ -95,7 +106,9 @@ def search(index: Annotated[Path, typer.Argument(help="An index directory.")],
     require("search", "zhembed search")
     from ..search import Index
 
-    for query, hits in zip(queries, Index.load(index).search(queries, k)):
+    if rerank < 0:
+        raise ZhembedError(f"--rerank must be 0 or more, got {rerank}")
+    for query, hits in zip(queries, Index.load(index).search(queries, k, rerank)):
         if as_json:
             typer.echo(json.dumps({"query": query, "hits": [asdict(h) for h in hits]}, ensure_ascii=False))
             continue

@@ -1,4 +1,4 @@
-"""Training commands: distill and finetune (the [train] extra)."""
+"""Training commands: distill, finetune, mine-negatives, calibrate, distill-static (the [train] extra)."""
 
 from __future__ import annotations
 
@@ -119,3 +119,38 @@ def calibrate(model: Annotated[str, typer.Option(help="The model directory to ca
     run(CalibrateConfig(model=str(resolve_model_dir(model)), train=[t for t in train.split(",") if t],
                         val_fraction=val_fraction, seed=seed, max_length=max_length),
         log=lambda msg: typer.echo(msg, err=True))
+
+
+@app.command("distill-static")
+def distill_static(out: Annotated[Path, typer.Option(help="Where to write the static model directory.")],
+                   corpus: Annotated[str, typer.Option(help="Unlabeled sentences (files a,b): piece frequencies and regression targets.")],
+                   model: Annotated[Optional[str], typer.Option(help="The transformer to distil (default: the shipped model).")] = None,
+                   train: Annotated[str, typer.Option(help="Comma-separated labelled TSVs for the contrastive step (empty: regression only).")] = "",
+                   eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation splits: the contamination guard.")] = None,
+                   val_fraction: Annotated[float, typer.Option(help="As finetune's --val-fraction: held out to pick the table.")] = 0.03,
+                   max_sentences: Annotated[int, typer.Option(help="Corpus sentences to regress on (0: all).")] = 0,
+                   pca_dims: Annotated[int, typer.Option(help="Dimensions of the table.")] = 256,
+                   sif: Annotated[float, typer.Option(help="SIF weighting a / (a + p) of the pieces' frequencies p.")] = 1e-4,
+                   regression_epochs: float = 2.0, pair_epochs: float = 1.0, batch_size: BatchOpt = 256,
+                   lr: Annotated[float, typer.Option(help="Peak learning rate of the regression.")] = 2e-3,
+                   pair_lr: Annotated[float, typer.Option(help="Peak learning rate of the contrastive step.")] = 2e-4,
+                   regression_weight: Annotated[float, typer.Option(help="Weight of the regression loss beside the pairs.")] = 10.0,
+                   seed: int = 42,
+                   work_dir: Annotated[Path, typer.Option(help="Checkpoints and the vector cache (git-ignored).")] = Path("runs/distill-static"),
+                   cache_dir: Annotated[Optional[Path], typer.Option(help="Transformer-vector cache (default WORK_DIR/cache).")] = None,
+                   threads: ThreadsOpt = 0,
+                   resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
+    """Distil a static model (mean of token vectors, numpy-only runtime) from a transformer, then train it:
+    regression onto the transformer's vectors, then contrastive on labelled pairs."""
+    require("train", "zhembed distill-static")
+    from ..runtime import model_dir
+    from ..train.static import StaticConfig
+    from ..train.static import distill_static as run
+
+    cfg = StaticConfig(model=str(model_dir(model)), out=str(out), corpus=corpus,
+                       train=[t for t in train.split(",") if t], eval_data=str(eval_data or ""),
+                       val_fraction=val_fraction, max_sentences=max_sentences, pca_dims=pca_dims, sif=sif,
+                       regression_epochs=regression_epochs, pair_epochs=pair_epochs, batch_size=batch_size, lr=lr,
+                       pair_lr=pair_lr, regression_weight=regression_weight,
+                       seed=seed, work_dir=str(work_dir), cache_dir=str(cache_dir or ""), threads=threads)
+    run(cfg, resume=resume, log=lambda msg: typer.echo(msg, err=True))

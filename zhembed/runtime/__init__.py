@@ -4,6 +4,7 @@ It needs numpy, tokenizers and onnxruntime only, and never imports the code that
 """
 
 from .encoder import Encoder, check_texts, length_batches
-from .locations import SHIPPED_MODEL, default_model_dir, zhembed_home
+from .locations import SHIPPED_MODEL, SHIPPED_STATIC, default_model_dir, model_dir, zhembed_home
 
-__all__ = ["SHIPPED_MODEL", "Encoder", "check_texts", "default_model_dir", "length_batches", "zhembed_home"]
+__all__ = ["SHIPPED_MODEL", "SHIPPED_STATIC", "Encoder", "check_texts", "default_model_dir", "length_batches", "model_dir",
+           "zhembed_home"]

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZhembedError
-from ..modeldir import SentenceConfig, find_onnx, read_model_config, read_sentence_config, resolve_model_dir
+from ..modeldir import (SentenceConfig, find_onnx, is_static_dir, read_model_config, read_sentence_config)
 from ..progress import progress
 from .backends import Backend, OnnxBackend, TorchBackend
 from .calibration import Calibration
 from .chunking import combine, token_windows
-from .locations import default_model_dir
+from .locations import model_dir as find_model_dir
 from .pooling import normalize as normalize_rows
 from .pooling import pool, truncate
 from .tokenizer import TruncatingTokenizer, load_tokenizer, pad_token_id
@@ -52,25 +52,32 @@ class Encoder:
     >>> enc.similarity("花呗怎么还款", ["花呗如何还钱", "今天天气很好"])
     """
 
-    def __init__(self, path: Path, tokenizer, backend: Backend, config: SentenceConfig, pad_id: int = 0):
+    def __init__(self, path: Path, tokenizer, backend: Backend, config: SentenceConfig, pad_id: int = 0,
+                 dim: int | None = None, max_positions: int | None = None):
+        """`dim` and `max_positions` default to the directory's config.json (hidden_size, max_position_embeddings)."""
         self.path, self.tokenizer, self.backend, self.config, self.pad_id = path, tokenizer, backend, config, pad_id
-        model_config = read_model_config(path)
-        self.dim: int = config.dim or int(model_config["hidden_size"])
-        self.max_positions: int = int(model_config.get("max_position_embeddings", 512))
+        model_config = read_model_config(path) if dim is None or max_positions is None else {}
+        self.dim: int = dim or config.dim or int(model_config["hidden_size"])
+        self.max_positions: int = max_positions or int(model_config.get("max_position_embeddings", 512))
         self._truncating = TruncatingTokenizer(tokenizer, self.max_positions)
 
     @classmethod
     def load(cls, path: str | Path | None = None, backend: str = "auto", num_threads: int | None = None,
              onnx_file: str | None = None, graph_optimization: str = "all", onnx_spinning: bool = True) -> Encoder:
-        """Load a local model directory (`None`: the default model).
+        """Load a local model directory (`None`: the default model; a shipped model's name: that model).
 
         backend: "torch"; "onnx" (DIR/onnx/model_qint8.onnx, else model.onnx, or `onnx_file`); "auto" picks
         ONNX when an exported file exists. The ONNX path imports neither torch nor transformers; the default
-        model ships its int8 export, so it loads at once.
+        model ships its int8 export, so it loads at once. A static model directory (zhembed-static-zh) always
+        runs on numpy, whichever backend is asked for.
         """
         if backend not in ("auto", "onnx", "torch"):
             raise ZhembedError(f"unknown backend {backend!r}; choose auto, onnx or torch")
-        model_dir = default_model_dir() if path is None else resolve_model_dir(path)
+        model_dir = find_model_dir(path)
+        if is_static_dir(model_dir):
+            from .static import StaticEncoder
+
+            return StaticEncoder.load(model_dir)
         onnx_path = find_onnx(model_dir, onnx_file) if backend != "torch" else None
         if backend == "onnx" and onnx_path is None:
             raise ZhembedError(f"{model_dir} has no ONNX export; run: zhembed export {model_dir} --format onnx")

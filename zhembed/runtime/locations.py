@@ -10,9 +10,11 @@ import os
 from pathlib import Path
 
 from ..errors import ZhembedError
-from ..modeldir import INT8_FILE, ONNX_DIR, WEIGHTS_FILE
+from ..modeldir import INT8_FILE, ONNX_DIR, WEIGHTS_FILE, resolve_model_dir
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "zhembed-small-zh"
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
+SHIPPED_MODEL = SHIPPED_MODELS / "zhembed-small-zh"
+SHIPPED_STATIC = SHIPPED_MODELS / "zhembed-static-zh"
 
 
 def zhembed_home() -> Path:
@@ -26,3 +28,14 @@ def default_model_dir() -> Path:
         return SHIPPED_MODEL
     raise ZhembedError(f"this zhembed installation has no default model at {SHIPPED_MODEL}; "
                        "pass a model directory (--model DIR, or Encoder.load(DIR))")
+
+
+def model_dir(path: str | Path | None) -> Path:
+    """The model directory a user names: None for the default model, a shipped model's name (zhembed-small-zh,
+    zhembed-static-zh) unless a directory of that name is here, or any path."""
+    if path is None:
+        return default_model_dir()
+    shipped = SHIPPED_MODELS / str(path)
+    if not Path(path).expanduser().exists() and "/" not in str(path) and (shipped / WEIGHTS_FILE).exists():
+        return shipped
+    return resolve_model_dir(path)

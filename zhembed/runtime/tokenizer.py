@@ -76,14 +76,14 @@ class TruncatingTokenizer:
 
     def __call__(self, texts: list[str], max_length: int) -> list[list[int]]:
         """Ids of each text, truncated to max_length (and to the model's position limit)."""
-        return [e.ids for e in self._encode(texts, max_length)[0]]
+        return [e.ids for e in self._encode(texts, max_length, with_offsets=False)[0]]
 
     def truncated(self, texts: list[str], max_length: int) -> int:
         """How many texts have more than max_length tokens (with special tokens), i.e. are cut."""
         encodings, cut = self._encode(texts, max_length)
         return sum(bool(e.overflowing) or c for e, c in zip(encodings, cut))
 
-    def _encode(self, texts: list[str], max_length: int) -> tuple[list, list[bool]]:
+    def _encode(self, texts: list[str], max_length: int, with_offsets: bool = True) -> tuple[list, list[bool]]:
         """Encodings truncated to max_length, and which texts were first cut to a bounded number of characters
         (those are longer than max_length tokens whatever their content)."""
         if max_length < 2:
@@ -91,5 +91,7 @@ class TruncatingTokenizer:
         length = min(max_length, self.max_positions)
         limit = (length + 8) * self.chars_per_token
         cut = [len(t) > limit for t in texts]
-        encodings = self._for_length(length).encode_batch([t[:limit] if c else t for t, c in zip(texts, cut)])
+        tokenizer = self._for_length(length)
+        encode = tokenizer.encode_batch if with_offsets else tokenizer.encode_batch_fast
+        encodings = encode([t[:limit] if c else t for t, c in zip(texts, cut)])
         return encodings, cut

@@ -21,8 +21,7 @@ from pathlib import Path
 from ..atomic import write_atomic, write_text_atomic
 from ..errors import ZhembedError
 from ..progress import progress
-from ..runtime import Encoder, default_model_dir
-from ..modeldir import resolve_model_dir
+from ..runtime import Encoder, model_dir
 
 INPUT_SUFFIXES = (".parquet", ".jsonl", ".json", ".txt")
 MANIFEST = "_zhembed.json"
@@ -138,7 +137,7 @@ class ShardEmbedder:
 
 def _resolve_model(cfg: EmbedConfig) -> EmbedConfig:
     """Pin the model path before workers start, so every worker and every rerun loads the same model."""
-    model = default_model_dir() if cfg.model is None else resolve_model_dir(cfg.model)
+    model = model_dir(cfg.model)
     return EmbedConfig(**{**asdict(cfg), "model": str(model)})
 
 

@@ -25,7 +25,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,7 @@ class Index:
 
     def __init__(self, path: Path, meta: dict, ann: Ann, records: RecordFile, encoder=None):
         self.path, self.meta, self.ann, self.records = path, meta, ann, records
-        self._encoder = encoder
+        self._encoder, self._reranker = encoder, None
 
     @classmethod
     def load(cls, path: str | Path, encoder=None) -> Index:
@@ -116,11 +116,35 @@ class Index:
     def vectors(self) -> np.ndarray:
         return self.ann.vectors()
 
-    def search(self, queries: str | list[str], k: int = 10) -> list[list[Hit]]:
-        """The k nearest texts of each query, best first (cosine similarity)."""
-        single = isinstance(queries, str)
-        vectors = self.encoder.encode([queries] if single else queries, max_length=self.meta["max_length"])
-        return self.search_vectors(vectors, k)
+    @property
+    def reranker(self):
+        """A cascade index's second-stage model (built with --first-stage): the transformer that re-scores."""
+        rerank = self.meta["rerank"]
+        if self._reranker is None:
+            self._reranker = check_encoder(rerank, load_encoder(rerank["model"], rerank["backend"]))
+        return self._reranker
+
+    def search(self, queries: str | list[str], k: int = 10, rerank: int = 100) -> list[list[Hit]]:
+        """The k nearest texts of each query, best first (cosine similarity). In a cascade index (built with a
+        first-stage model), the first stage finds `rerank` candidates and the second-stage model re-scores
+        them (0: no re-scoring)."""
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        vectors = self.encoder.encode(texts, max_length=self.meta["max_length"])
+        if not self.meta.get("rerank") or rerank == 0:
+            return self.search_vectors(vectors, k)
+        return self._rescored(texts, self.search_vectors(vectors, max(k, rerank)), k)
+
+    def _rescored(self, queries: list[str], candidates: list[list[Hit]], k: int) -> list[list[Hit]]:
+        """The best k of each query's candidates by the second-stage model's cosine."""
+        model, max_length = self.reranker, self.meta["max_length"]
+        query_vectors = model.encode(queries, max_length=max_length)
+        vectors = model.encode([h.text for hits in candidates for h in hits], max_length=max_length)
+        out, start = [], 0
+        for query, hits in zip(query_vectors, candidates):
+            scores = vectors[start:start + len(hits)] @ query
+            start += len(hits)
+            out.append([replace(hits[i], score=float(scores[i])) for i in np.argsort(-scores, kind="stable")[:k]])
+        return out
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
         """Hits for query vectors of the model's full size (cut to the index's size here). In an index of
@@ -188,7 +212,7 @@ def _live(path: Path) -> tuple[Path, dict]:
 # The types of the meta fields an index reads (positive where an integer); None marks an optional model path.
 META_TYPES: dict[str, type | tuple] = {"dim": int, "dimensions": int, "max_length": int, "count": int,
                                        "model": (str, type(None)), "backend": str, "model_id": (str, type(None)),
-                                       "precision": str, "sources": list, "inputs": list}
+                                       "precision": str, "sources": list, "inputs": list, "rerank": dict}
 
 
 def live_generation(path: Path) -> Path | None:
@@ -275,30 +299,33 @@ def writer_lock(path: Path):
 
 def build_index(records: Records, out: Path, encoder, model: str | None, source: str, ann: str = "auto",
                 batch_size: int = 64, max_length: int = 128, append: bool = False, show_progress: bool = True,
-                precision: str = "fp32", dimensions: int | None = None, chunk: bool = False) -> Index:
+                precision: str = "fp32", dimensions: int | None = None, chunk: bool = False,
+                rerank: dict | None = None) -> Index:
     """Encode `records` and write (or, with `append`, extend) the index at `out`; resumable after a kill.
     `precision` fp32, int8 or binary; `dimensions` a prefix size of the model's vectors (Matryoshka);
     `chunk` indexes overlapping passages of long texts, and search returns each document's best passage with
-    its character offsets. An `add` keeps the index's own settings. Writers of one index run one at a time."""
+    its character offsets. `rerank` ({"model", "backend", "model_id", "dim"} of a second-stage model) makes a cascade
+    index: `encoder` is then the fast first stage, and search re-scores its candidates with that model.
+    An `add` keeps the index's own settings. Writers of one index run one at a time."""
     out = Path(out)
     ann_lib.check_precision(precision, dimensions or encoder.dim)
     if dimensions is not None and not 8 <= dimensions <= encoder.dim:
         raise ZhembedError(f"--dimensions must be between 8 and the model's {encoder.dim}, got {dimensions}")
     with writer_lock(out):
         return _build_locked(records, out, encoder, model, source, ann, batch_size, max_length, append, show_progress,
-                             precision, dimensions or encoder.dim, chunk)
+                             precision, dimensions or encoder.dim, chunk, rerank)
 
 
 def _build_locked(records: Records, out: Path, encoder, model: str | None, source: str, ann: str, batch_size: int,
                   max_length: int, append: bool, show_progress: bool, precision: str, dimensions: int,
-                  chunk: bool) -> Index:
+                  chunk: bool, rerank: dict | None) -> Index:
     existing = Index.load(out, encoder) if live_generation(out) is not None else None
     if append and existing is None:
         raise ZhembedError(f"{out} is not a zhembed index (no CURRENT file); build one with `zhembed index build`")
     if existing is not None:
         model, max_length = existing.meta["model"], existing.meta["max_length"]
         precision, dimensions = existing.meta.get("precision", "fp32"), existing.dimensions
-        chunk = bool(existing.meta.get("chunk"))
+        chunk, rerank = bool(existing.meta.get("chunk")), existing.meta.get("rerank")
     work = out / ".partial"
     input_key = fingerprint(records, model, encoder.backend.name, max_length) + ("+chunk" if chunk else "")
     if existing is not None:  # a rerun of a command that completed (perhaps killed just after): nothing to do
@@ -331,7 +358,8 @@ def _build_locked(records: Records, out: Path, encoder, model: str | None, sourc
     inputs = (previous.meta.get("inputs", []) if previous else []) + [input_key]
     meta = {"format": 2, "model": model, "backend": encoder.backend.name, "model_id": encoder.model_id,
             "dim": encoder.dim, "dimensions": dimensions, "precision": precision, "max_length": max_length,
-            "chunk": chunk, "documents": documents + len(records.texts), "sources": sources, "inputs": inputs}
+            "chunk": chunk, "documents": documents + len(records.texts), "sources": sources, "inputs": inputs,
+            **({"rerank": rerank} if rerank else {})}
     index = write_index(out, meta, vectors, ids, texts, previous.meta["ann"] if previous else ann, encoder, spans)
     shutil.rmtree(work, ignore_errors=True)
     return index

@@ -1,0 +1,168 @@
+"""The static tier: the numpy runtime, the directory sentence-transformers reads, the CLI, distill-static."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CHARS, make_tiny_bert
+from zhembed import Encoder
+from zhembed.modeldir import is_static_dir, model_info, write_static_model
+from zhembed.runtime import SHIPPED_MODEL, SHIPPED_STATIC
+from zhembed.runtime.static import StaticEncoder
+
+TEXTS = ["花呗怎么还款", "花呗如何还钱", "今天天气很好", "", "我的儿子！他猛然间喊道，我的儿子在哪儿？"]
+
+
+def static_tokenizer_of(model_dir: Path):
+    from zhembed.train.static import static_tokenizer
+
+    return static_tokenizer(model_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny_static(tmp_path_factory) -> Path:
+    """The shipped model's pieces with a random 8-dimensional fp16 table."""
+    tokenizer = static_tokenizer_of(SHIPPED_MODEL)
+    table = np.random.default_rng(0).standard_normal((tokenizer.get_vocab_size(), 8)).astype(np.float32)
+    out = tmp_path_factory.mktemp("static") / "tiny-static"
+    write_static_model(out, tokenizer, table)
+    return out
+
+
+def test_vectors_are_the_normalized_mean_of_the_token_rows(tiny_static):
+    enc = Encoder.load(tiny_static)
+    assert isinstance(enc, StaticEncoder) and enc.dim == 8 and enc.prompt == ""
+    table = np.asarray(enc.table, dtype=np.float32)
+    got = enc.encode(TEXTS, batch_size=2)
+    for text, vector in zip(TEXTS, got):
+        ids = enc.tokenizer.encode(text, add_special_tokens=False).ids
+        if not ids:
+            assert not vector.any()  # nothing to average: a zero vector, never NaN
+            continue
+        mean = table[ids].mean(0)
+        np.testing.assert_allclose(vector, mean / np.linalg.norm(mean), atol=1e-6)
+    np.testing.assert_allclose(enc.embed_ids(enc.tokenize(TEXTS, 256)), enc.encode(TEXTS), atol=1e-6)
+
+
+def test_a_vector_does_not_depend_on_its_batch(tiny_static):
+    enc = Encoder.load(tiny_static)
+    texts = [TEXTS[4] * 40, "", TEXTS[0], TEXTS[2] * 7]
+    alone = np.stack([enc.encode(t, max_length=4096) for t in texts])
+    np.testing.assert_allclose(enc.encode(texts, max_length=4096), alone, atol=1e-6)
+    np.testing.assert_allclose(enc.encode(texts, max_length=4096, max_batch_tokens=4096), alone, atol=1e-6)
+
+
+def test_the_directory_is_static_and_info_says_so(tiny_static):
+    info = model_info(tiny_static)
+    assert is_static_dir(tiny_static) and info["kind"].startswith("static") and info["hidden_size"] == 8
+    assert not is_static_dir(SHIPPED_MODEL) and model_info(SHIPPED_MODEL)["kind"].startswith("transformer")
+
+
+def test_sentence_transformers_gives_the_same_vectors(tiny_static):
+    from sentence_transformers import SentenceTransformer
+
+    texts = [t for t in TEXTS if t]
+    theirs = SentenceTransformer(str(tiny_static), device="cpu").encode(texts, convert_to_numpy=True)
+    ours = Encoder.load(tiny_static).encode(texts)
+    cos = (theirs * ours).sum(1) / np.linalg.norm(theirs, axis=1)
+    assert cos.min() >= 0.9999, cos
+
+
+def test_a_corrupt_table_is_one_clear_error(tiny_static, tmp_path):
+    import shutil
+
+    from zhembed import ZhembedError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_static, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ZhembedError, match="truncated or corrupt"):
+        Encoder.load(broken)
+
+
+def test_commands_take_a_static_model(tiny_static, tmp_path, monkeypatch, capsys):
+    from test_cli import run
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "texts.txt").write_text("\n".join(t for t in TEXTS if t) + "\n", encoding="utf-8")
+    code, out, err = run(monkeypatch, capsys, "info", str(tiny_static))
+    assert code == 0 and "kind: static" in out, err
+    code, out, err = run(monkeypatch, capsys, "similarity", "花呗怎么还款", "花呗如何还钱", "-m", str(tiny_static))
+    assert code == 0 and len(out.splitlines()) == 1, err
+    code, _, err = run(monkeypatch, capsys, "encode", "-i", "texts.txt", "-o", "v.npy", "-m", str(tiny_static))
+    assert code == 0 and np.load(tmp_path / "v.npy").shape == (4, 8), err
+    code, _, err = run(monkeypatch, capsys, "index", "build", "--input", "texts.txt", "--out", "idx", "-m", str(tiny_static))
+    assert code == 0, err
+    code, out, err = run(monkeypatch, capsys, "search", "idx", "花呗怎么还款", "-k", "1")
+    assert code == 0 and "花呗怎么还款" in out, err
+
+
+@pytest.mark.skipif(not (SHIPPED_STATIC / "model.safetensors").exists(), reason="zhembed-static-zh is not shipped yet")
+def test_the_shipped_static_model_loads_by_name_and_ranks_paraphrases_first():
+    enc = Encoder.load("zhembed-static-zh")
+    scores = enc.similarity("花呗怎么还款", ["花呗如何还钱", "今天天气很好"])
+    assert enc.path == SHIPPED_STATIC and scores[0] > scores[1]
+    size = sum(f.stat().st_size for f in SHIPPED_STATIC.rglob("*") if f.is_file())
+    assert size <= 15 * 2**20, size
+
+
+def test_distill_static_trains_a_table_that_resumes(tmp_path):
+    """End to end on a tiny BERT: targets, piece vectors, regression, pairs, validation, save, resume."""
+    from zhembed.errors import ZhembedError
+    from zhembed.train.static import StaticConfig, distill_static
+
+    teacher = make_tiny_bert(tmp_path / "bert")
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(teacher)).backend_tokenizer.save(str(teacher / "tokenizer.json"))
+    rng = np.random.default_rng(0)
+    sentences = ["".join(rng.choice(CHARS, size=int(rng.integers(4, 12)))) for _ in range(600)]
+    (tmp_path / "corpus.txt").write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    pairs = [f"{sentences[i]}\t{sentences[i][::-1]}\t{i % 2}" for i in range(200)]
+    (tmp_path / "pairs.tsv").write_text("\n".join(pairs) + "\n", encoding="utf-8")
+    cfg = StaticConfig(model=str(teacher), out=str(tmp_path / "static"), corpus=str(tmp_path / "corpus.txt"),
+                       train=[str(tmp_path / "pairs.tsv")], val_fraction=0.1, pca_dims=16, regression_epochs=1,
+                       pair_epochs=1, regression_batch=64, batch_size=32, work_dir=str(tmp_path / "work"),
+                       eval_every=5, log_every=5, threads=1)
+    lines: list[str] = []
+    out = distill_static(cfg, log=lines.append)
+    enc = Encoder.load(out)
+    assert enc.dim == 16 and len(enc.table) > 300 and enc.encode("的一是").shape == (16,)
+    run = json.loads((out / "zhembed_run.json").read_text())
+    assert run["command"] == "distill-static" and "mean" in run["validation"]
+    assert any(line.startswith("eval step") and "agreement" in line for line in lines)
+    with pytest.raises(ZhembedError, match="--resume"):
+        distill_static(cfg, log=lines.append)
+    distill_static(cfg, resume=True, log=lines.append)  # finished: resumes at the last step, trains nothing
+    assert any(line.startswith("resumed at step") for line in lines)
+
+
+def test_a_cascade_index_rescores_first_stage_candidates_with_the_transformer(tiny_static, tiny_bert, tmp_path,
+                                                                             monkeypatch, capsys):
+    from test_cli import run
+
+    from zhembed.search import Index
+
+    texts = ["花呗怎么还款", "花呗如何还钱", "今天天气很好", "我的儿子在哪儿", "明天会下雨吗", "借呗额度怎么提高"]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    code, _, err = run(monkeypatch, capsys, "index", "build", "-i", tmp_path / "texts.txt", "--out", tmp_path / "idx",
+                       "--first-stage", tiny_static, "-m", tiny_bert)
+    assert code == 0, err
+    index = Index.load(tmp_path / "idx")
+    assert index.meta["model"] == str(tiny_static) and index.meta["rerank"]["model"] == str(tiny_bert)
+    transformer = Encoder.load(tiny_bert)
+    query = transformer.encode("花呗怎么还款")
+    exact = sorted(((float(v @ query), t) for v, t in zip(transformer.encode(texts), texts)), reverse=True)[:3]
+    hits = index.search("花呗怎么还款", k=3, rerank=6)[0]
+    assert [h.text for h in hits] == [t for _, t in exact]
+    np.testing.assert_allclose([h.score for h in hits], [s for s, _ in exact], atol=1e-5)
+    first_stage = index.search("花呗怎么还款", k=3, rerank=0)[0]  # the static model's own scores
+    static_query = Encoder.load(tiny_static).encode("花呗怎么还款")
+    assert abs(first_stage[0].score - float(Encoder.load(tiny_static).encode(first_stage[0].text) @ static_query)) < 1e-5
+    code, out, err = run(monkeypatch, capsys, "search", tmp_path / "idx", "花呗怎么还款", "-k", "2", "--rerank", "6")
+    assert code == 0 and out.splitlines()[1].endswith(exact[0][1]), err
