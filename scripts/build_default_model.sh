@@ -89,3 +89,9 @@ stage evaluate bash -c "python scripts/sweep.py $RUNS/ft-a zhembed/models/zhembe
   && zhembed eval $RUNS/chosen --backend onnx --json docs/results/eval-chosen-int8.json \
   && python scripts/agreement.py $RUNS/chosen zhembed/models/zhembed-small-zh --teacher $TEACHER --corpus $CORPUS \
      --train $TRAIN --cache-dir $RUNS/distill-v2/cache | tee docs/results/agreement-chosen.txt"
+
+# 7. The static tier (zhembed-static-zh), distilled again from the model just chosen: its int8 vectors of the
+#    corpus as regression targets, then the labelled pairs (same carve-out and guard as fine-tuning; the
+#    validation mean picks the table). Settings chosen by validation (MODEL_CARD.md "zhembed-static-zh").
+stage static zhembed distill-static --model "$RUNS/chosen" --out "$RUNS/static" --corpus "$CORPUS" --train "$TRAIN" \
+  --eval-data "$DATA/eval" --val-fraction 0.03 --work-dir "$RUNS/distill-static" --threads "$THREADS" --seed 42 --resume

@@ -12,7 +12,7 @@ from conftest import CHARS, make_tiny_bert
 from zhembed import Encoder
 from zhembed.modeldir import is_static_dir, model_info, write_static_model
 from zhembed.runtime import SHIPPED_MODEL, SHIPPED_STATIC
-from zhembed.runtime.static import StaticEncoder
+from zhembed.runtime.encoder import StaticEncoder
 
 TEXTS = ["花呗怎么还款", "花呗如何还钱", "今天天气很好", "", "我的儿子！他猛然间喊道，我的儿子在哪儿？"]
 
@@ -100,6 +100,13 @@ def test_commands_take_a_static_model(tiny_static, tmp_path, monkeypatch, capsys
     assert code == 0, err
     code, out, err = run(monkeypatch, capsys, "search", "idx", "花呗怎么还款", "-k", "1")
     assert code == 0 and "花呗怎么还款" in out, err
+
+
+def test_exporting_a_static_model_is_one_clear_error(tiny_static, monkeypatch, capsys):
+    from test_cli import run
+
+    code, _, err = run(monkeypatch, capsys, "export", str(tiny_static))
+    assert code == 2 and "is a static model" in err and len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.skipif(not (SHIPPED_STATIC / "model.safetensors").exists(), reason="zhembed-static-zh is not shipped yet")

@@ -41,8 +41,13 @@ def export(model: Annotated[Optional[str], typer.Argument(help="Model directory 
            out: Annotated[Optional[Path], typer.Option(help="Write a full model copy here instead of into MODEL/onnx.")] = None,
            fuse: Annotated[bool, typer.Option(help="Fuse attention/LayerNorm/GELU with onnxruntime's optimizer.")] = True):
     """Export a model to ONNX (optionally int8) for the torch-free runtime."""
+    from ..modeldir import is_static_dir
     from ..runtime import model_dir
 
+    source = model_dir(model)
+    if is_static_dir(source):
+        raise ZhembedError(f"{source} is a static model (a lookup table read by numpy): it has no network to "
+                           "export; use it as it is")
     require("train", "zhembed export")
     from ..make.onnx_export import export_onnx
 
@@ -51,5 +56,4 @@ def export(model: Annotated[Optional[str], typer.Argument(help="Model directory 
     from ..textio import read_lines
 
     sentences = [s for s in read_lines(calibration) if s.strip()] if calibration else None
-    source = model_dir(model)
     typer.echo(f"wrote {export_onnx(source, out, quantize, fuse, sentences)}")

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZhembedError
-from ..modeldir import (SentenceConfig, find_onnx, is_static_dir, read_model_config, read_sentence_config)
+from ..modeldir import (WEIGHTS_FILE, SentenceConfig, find_onnx, is_static_dir, read_model_config, read_sentence_config,
+                        read_static_table)
 from ..progress import progress
 from .backends import Backend, OnnxBackend, TorchBackend
 from .calibration import Calibration
@@ -19,6 +20,7 @@ from .chunking import combine, token_windows
 from .locations import model_dir as find_model_dir
 from .pooling import normalize as normalize_rows
 from .pooling import pool, truncate
+from .static import BATCH_TOKENS, MIN_BATCH, NO_POSITION_LIMIT, StaticTable
 from .tokenizer import TruncatingTokenizer, load_tokenizer, pad_token_id
 
 
@@ -75,8 +77,6 @@ class Encoder:
             raise ZhembedError(f"unknown backend {backend!r}; choose auto, onnx or torch")
         model_dir = find_model_dir(path)
         if is_static_dir(model_dir):
-            from .static import StaticEncoder
-
             return StaticEncoder.load(model_dir)
         onnx_path = find_onnx(model_dir, onnx_file) if backend != "torch" else None
         if backend == "onnx" and onnx_path is None:
@@ -215,3 +215,37 @@ class Encoder:
 
     def __repr__(self) -> str:
         return f"Encoder({str(self.path)!r}, backend={self.backend.name!r}, dim={self.dim})"
+
+
+class StaticEncoder(Encoder):
+    """An Encoder over a static model directory: no prompt, no special tokens, no position limit."""
+
+    def __init__(self, path: Path, tokenizer, table: np.ndarray, config: SentenceConfig | None = None):
+        """`config` defaults to the directory's; training passes one to score a table it has not saved yet."""
+        super().__init__(path, tokenizer, StaticTable(Path(path) / WEIGHTS_FILE, table),
+                         config or read_sentence_config(path), dim=table.shape[1], max_positions=NO_POSITION_LIMIT)
+
+    @classmethod
+    def load(cls, path: str | Path) -> StaticEncoder:
+        return cls(Path(path), load_tokenizer(Path(path)), read_static_table(Path(path)))
+
+    @property
+    def table(self) -> np.ndarray:
+        return self.backend.table
+
+    def encode(self, texts: str | Sequence[str], batch_size: int = 32, max_length: int = 256, normalize: bool = True,
+               show_progress: bool | None = None, max_batch_tokens: int | None = None, **kwargs) -> np.ndarray:
+        """As `Encoder.encode`. Batches hold at least MIN_BATCH texts and at most BATCH_TOKENS padded tokens
+        unless asked otherwise: a text's vector does not depend on its batch, and small batches only add
+        overhead."""
+        batch_size = max(batch_size, MIN_BATCH) if batch_size >= 1 else batch_size
+        tokens = max_batch_tokens or max(BATCH_TOKENS, max_length)
+        return super().encode(texts, batch_size, max_length, normalize, show_progress, tokens, **kwargs)
+
+    def embed_ids(self, batch: list[list[int]], normalize: bool = True) -> np.ndarray:
+        """The mean of each text's token rows (no prompt, no special tokens), L2-normalized if asked."""
+        out = self.backend.mean(batch)
+        return normalize_rows(out) if normalize else out
+
+    def __repr__(self) -> str:
+        return f"StaticEncoder({str(self.path)!r}, dim={self.dim}, vocabulary={len(self.table)})"

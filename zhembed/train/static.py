@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import ZhembedError
 from ..modeldir import SentenceConfig, read_tokenizer_json, write_json, write_static_model
 from ..runtime import Encoder
-from ..runtime.static import StaticEncoder
+from ..runtime.encoder import StaticEncoder
 from ..textio import read_corpus
 from .common import RUN_CONFIG, RUN_MARKER, check_out_dir, load_checkpoint, lr_at, save_checkpoint
 from .finetune import (AGREEMENT_SENTENCES, Corpus, Dataset, Sampler, agreement, contamination, cosent_loss,
@@ -50,12 +50,12 @@ class StaticConfig:
     pca_dims: int = 256
     sif: float = 1e-4
     regression_epochs: float = 2.0
-    pair_epochs: float = 1.0
+    pair_epochs: float = 2.0
     regression_batch: int = 1024
     batch_size: int = 256         # pairs per contrastive step
     regression_weight: float = 10.0  # of the regression loss during step 4
     lr: float = 2e-3              # step 3's peak learning rate (Adam; warm-up, then linear decay)
-    pair_lr: float = 2e-4         # step 4's, on a schedule of its own
+    pair_lr: float = 5e-4         # step 4's, on a schedule of its own
     warmup: float = 0.05
     scale: float = 20.0
     seed: int = 42
