@@ -131,7 +131,7 @@ def distill_static(out: Annotated[Path, typer.Option(help="Where to write the st
                    max_sentences: Annotated[int, typer.Option(help="Corpus sentences to regress on (0: all).")] = 0,
                    pca_dims: Annotated[int, typer.Option(help="Dimensions of the table.")] = 256,
                    sif: Annotated[float, typer.Option(help="SIF weighting a / (a + p) of the pieces' frequencies p.")] = 1e-4,
-                   regression_epochs: float = 2.0, pair_epochs: float = 2.0, batch_size: BatchOpt = 256,
+                   regression_epochs: float = 2.0, pair_epochs: float = 6.0, batch_size: BatchOpt = 256,
                    lr: Annotated[float, typer.Option(help="Peak learning rate of the regression.")] = 2e-3,
                    pair_lr: Annotated[float, typer.Option(help="Peak learning rate of the contrastive step.")] = 5e-4,
                    regression_weight: Annotated[float, typer.Option(help="Weight of the regression loss beside the pairs.")] = 10.0,

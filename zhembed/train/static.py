@@ -50,7 +50,7 @@ class StaticConfig:
     pca_dims: int = 256
     sif: float = 1e-4
     regression_epochs: float = 2.0
-    pair_epochs: float = 2.0
+    pair_epochs: float = 6.0
     regression_batch: int = 1024
     batch_size: int = 256         # pairs per contrastive step
     regression_weight: float = 10.0  # of the regression loss during step 4
