@@ -151,6 +151,17 @@ def refuse_to_overwrite(ckpt_file: Path, resume: bool) -> Path:
 RESUMABLE_CHANGES = {"checkpoint_every", "log_every", "eval_every", "eval_data", "threads"}
 
 
+def resume_point(path: Path, model, opt, config: dict, resume: bool, fresh_best: float, total: int,
+                 log) -> tuple[int, float]:
+    """(step, best) to start from: the checkpoint's when asked to resume and one exists (model and optimizer
+    restored), else (0, fresh_best)."""
+    if not (resume and path.exists()):
+        return 0, fresh_best
+    ckpt = load_checkpoint(path, model, opt, config)
+    log(f"resumed at step {ckpt['step']}/{total}")
+    return ckpt["step"], ckpt["best"]
+
+
 def load_checkpoint(path: Path, model, opt, config: dict) -> dict:
     """Restore model, optimizer and RNG state; returns the checkpoint (step, best). Refuses a checkpoint
     written with other settings, and never runs code from the file (weights_only)."""

@@ -16,7 +16,7 @@ from ..atomic import replace_dir
 from ..errors import ZhembedError
 from ..modeldir import WEIGHTS_FILE, copy_model_files, read_model_config, update_config, write_json
 from ..runtime import Encoder
-from .common import (RUN_CONFIG, Batches, dev_spearman, load_checkpoint, lr_at, optimizer_step, save_checkpoint,
+from .common import (RUN_CONFIG, Batches, dev_spearman, lr_at, optimizer_step, resume_point, save_checkpoint,
                      save_model, start_run)
 from ..textio import corpus_files, read_corpus
 from .teacher_cache import teacher_embeddings
@@ -123,11 +123,7 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
     steps_per_epoch = len(epoch_batches(lengths, cfg.batch_size, cfg.seed))
     total = steps_per_epoch * cfg.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    step, best = 0, float("inf")
-    if resume and ckpt_file.exists():
-        ckpt = load_checkpoint(ckpt_file, model, opt, asdict(cfg))
-        step, best = ckpt["step"], ckpt["best"]
-        log(f"resumed at step {step}/{total}")
+    step, best = resume_point(ckpt_file, model, opt, asdict(cfg), resume, float("inf"), total, log)
 
     # 4. Train.
     start, start_step = time.time(), step

@@ -25,7 +25,7 @@ from ..eval.suite import PairTask
 from ..modeldir import write_json
 from ..runtime import Encoder
 from ..textio import read_corpus, read_lines
-from .common import (RUN_CONFIG, load_checkpoint, lr_at, optimizer_step, pooled, save_checkpoint, save_model,
+from .common import (RUN_CONFIG, lr_at, optimizer_step, pooled, resume_point, save_checkpoint, save_model,
                      start_run)
 from .teacher_cache import TEACHER_MAX_LENGTH, teacher_embeddings
 
@@ -337,11 +337,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
     sampler = Sampler(datasets, cfg.batch_size, cfg.seed)
     total = int(sampler.steps_per_epoch * cfg.epochs)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    step, best = 0, -float("inf")
-    if resume and ckpt_file.exists():
-        ckpt = load_checkpoint(ckpt_file, model, opt, asdict(cfg))
-        step, best = ckpt["step"], ckpt["best"]
-        log(f"resumed at step {step}/{total}")
+    step, best = resume_point(ckpt_file, model, opt, asdict(cfg), resume, -float("inf"), total, log)
 
     start, start_step = time.time(), step
     while step < total:

@@ -30,7 +30,7 @@ from ..modeldir import SentenceConfig, read_tokenizer_json, write_json, write_st
 from ..runtime import Encoder
 from ..runtime.encoder import StaticEncoder
 from ..textio import read_corpus
-from .common import RUN_CONFIG, RUN_MARKER, check_out_dir, load_checkpoint, lr_at, save_checkpoint
+from .common import RUN_CONFIG, RUN_MARKER, check_out_dir, lr_at, resume_point, save_checkpoint
 from .finetune import (AGREEMENT_SENTENCES, Corpus, Dataset, Sampler, agreement, contamination, cosent_loss,
                        load_dataset, ranking_loss, split_validation, validation)
 from .teacher_cache import TEACHER_MAX_LENGTH, teacher_embeddings
@@ -232,11 +232,7 @@ def distill_static(cfg: StaticConfig, resume: bool = False, log=print) -> Path:
     regression_steps = int(cfg.regression_epochs * len(corpus.train) / cfg.regression_batch)
     sampler = Sampler(datasets, cfg.batch_size, cfg.seed) if datasets else None
     total = regression_steps + (int(sampler.steps_per_epoch * cfg.pair_epochs) if sampler else 0)
-    step, best = 0, -float("inf")
-    if resume and ckpt_file.exists():
-        ckpt = load_checkpoint(ckpt_file, bag, opt, asdict(cfg))
-        step, best = ckpt["step"], ckpt["best"]
-        log(f"resumed at step {step}/{total}")
+    step, best = resume_point(ckpt_file, bag, opt, asdict(cfg), resume, -float("inf"), total, log)
 
     start, start_step = time.time(), step
     while step < total:
