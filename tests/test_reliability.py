@@ -33,8 +33,11 @@ def test_a_signal_never_reports_success_nor_leaves_complete_looking_output(tmp_p
     big = _big_input(tmp_path)
     out = tmp_path / ("v.jsonl" if command == "encode" else "idx")
     args = (["encode", "-i", big, "-o", out] if command == "encode" else ["index", "build", "--input", big, "--out", out])
+    # SIGINT as a terminal delivers it, even when the tests run in a background job (which ignores SIGINT,
+    # and a child would inherit that)
     child = subprocess.Popen([sys.executable, "-m", "zhembed", *map(str, args), "-m", str(tiny_bert)],
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(6)  # past the imports (torch for the tiny model) even on a loaded machine, into the work
     assert child.poll() is None, "the command finished before the signal; make the input larger"
     child.send_signal(sig)
