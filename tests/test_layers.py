@@ -120,3 +120,27 @@ def test_only_modeldir_names_the_files_of_a_model_directory():
                     node.value in MODEL_DIR_FILES or any(node.value.endswith("/" + f) for f in MODEL_DIR_FILES)):
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.value!r}")
     assert not offenders, "\n".join(offenders)
+
+
+MAX_LINES, MAX_PARAMETERS = 60, 8
+# serve/ is reshaped by the server issue (#21); build_index takes one BuildSpec in the index split (#22)
+SIZE_EXEMPT = {("serve", "create_app"), ("serve", "bounded_protocol"), ("search", "build_index")}
+
+
+def test_functions_stay_short_and_take_few_parameters():
+    """No function over MAX_LINES lines, no public one over MAX_PARAMETERS parameters (the CLI's commands take
+    their options as parameters, so they are exempt from the count)."""
+    too_big = []
+    for path in PACKAGE.rglob("*.py"):
+        part = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or (part, node.name) in SIZE_EXEMPT:
+                continue
+            lines = node.end_lineno - node.lineno + 1
+            params = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+                      if a.arg not in ("self", "cls")]
+            public = not node.name.startswith("_") and part != "cli"
+            if lines > MAX_LINES or (public and len(params) > MAX_PARAMETERS):
+                too_big.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: {lines} lines, "
+                               f"{len(params)} parameters")
+    assert not too_big, "\n".join(too_big)
