@@ -16,7 +16,7 @@ import numpy as np
 
 NO_POSITION_LIMIT = 1 << 20  # a static model reads any number of tokens; max_length still cuts, as for any model
 MIN_BATCH = 4096
-BATCH_TOKENS = 1 << 16       # padded tokens per batch: bounds the gathered rows (BATCH_TOKENS x dim floats)
+BATCH_TOKENS = 1 << 12       # padded tokens per batch: the gathered rows (BATCH_TOKENS x dim floats) stay in cache
 
 
 class StaticTable:
