@@ -25,6 +25,7 @@ import numpy as np
 
 from zhembed import Encoder
 from zhembed.eval.speed import cpu_name
+from zhembed.search.cluster import segments
 
 RESULTS = Path(__file__).parent / "results"
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corpus" / "sentences.txt"
@@ -32,9 +33,7 @@ CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corpu
 
 def cluster_pairs(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """n pairs (i, j), i != j, each from one cluster of two or more texts, clusters drawn by their pair counts."""
-    order = np.argsort(labels, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(labels[order]) != 0])
-    sizes = np.diff(np.r_[starts, len(labels)])
+    order, starts, sizes = segments(labels)
     big = np.flatnonzero(sizes >= 2)
     weights = sizes[big] * (sizes[big] - 1.0)
     picks = rng.choice(big, n, p=weights / weights.sum())

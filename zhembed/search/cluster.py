@@ -74,12 +74,18 @@ def _by_size(labels: np.ndarray) -> np.ndarray:
     return mapping[labels]
 
 
-def summarize(vectors: np.ndarray, labels: np.ndarray, texts: list[str], top: int = 3) -> list[dict]:
-    """Per cluster: its id, size, and the `top` texts nearest its centroid (in one pass over all clusters)."""
+def segments(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The texts ordered by label (stable), and where each label's run starts in that order and how long it is."""
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
     starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
-    sizes = np.diff(np.r_[starts, len(order)])
+    return order, starts, np.diff(np.r_[starts, len(order)])
+
+
+def summarize(vectors: np.ndarray, labels: np.ndarray, texts: list[str], top: int = 3) -> list[dict]:
+    """Per cluster: its id, size, and the `top` texts nearest its centroid (in one pass over all clusters)."""
+    order, starts, sizes = segments(labels)
+    sorted_labels = labels[order]
     centroids = np.add.reduceat(np.asarray(vectors, dtype=np.float32)[order], starts, axis=0)
     scores = (vectors[order] * centroids[np.repeat(np.arange(len(starts)), sizes)]).sum(1)
     ranked = order[np.lexsort((-scores, sorted_labels))]
