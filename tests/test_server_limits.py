@@ -115,8 +115,7 @@ def test_only_allowed_hosts_are_answered(encoder):
 def test_health_reports_a_dead_worker(encoder):
     app = create_app(encoder)
     with RunningServer(app) as base:
-        for queue in app.state.zhembed.values():
-            queue.close()
+        app.state.infer.queue.close()
         r = httpx.get(f"{base}/health")
         assert r.status_code == 503 and r.json()["status"] == "unhealthy"
 
@@ -151,3 +150,51 @@ def test_long_inputs_chunked_by_the_server_match_the_encoder(url, encoder):
                                atol=1e-5)
     assert r["usage"]["truncated_inputs"] == 0
     assert post(url, "/v1/embeddings", json={"input": text}).json()["usage"]["truncated_inputs"] == 1
+
+
+class GatedModel:
+    """Wraps an encoder's embed_ids: each forward pass waits for `release`, and the most passes ever running at
+    once is recorded (one worker thread must own the model)."""
+
+    def __init__(self, embed_ids):
+        self.embed_ids, self.release, self.lock = embed_ids, threading.Event(), threading.Lock()
+        self.running = self.most_running = self.passes = 0
+
+    def __call__(self, batch):
+        with self.lock:
+            self.running += 1
+            self.most_running, self.passes = max(self.most_running, self.running), self.passes + 1
+        try:
+            self.release.wait(10)
+            time.sleep(0.02)
+            return self.embed_ids(batch)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_max_queue_admits_at_most_that_many_texts_and_one_thread_runs_the_model(tiny_bert):
+    encoder = Encoder.load(tiny_bert)
+    gate = encoder.embed_ids = GatedModel(encoder.embed_ids)
+    app = create_app(encoder, Limits(max_queue=4, fast_lane_chars=20))
+    results: dict[str, int] = {}
+
+    def send(name: str, texts: list[str]) -> None:
+        results[name] = post(base, "/v1/embeddings", json={"input": texts}).status_code
+
+    with RunningServer(app) as base:
+        first = threading.Thread(target=send, args=("first", ["你好"]))  # the model is busy with it
+        first.start()
+        while gate.passes < 1:
+            time.sleep(0.01)
+        queued = [threading.Thread(target=send, args=(f"big{i}", ["很长的一句话" * 10] * 2)) for i in range(2)]
+        for thread in queued:  # 4 texts wait: the queue is full
+            thread.start()
+        while app.state.infer.queue.depth < 4:
+            time.sleep(0.01)
+        send("small", ["短"])  # a small request has no room of its own
+        gate.release.set()
+        for thread in [first, *queued]:
+            thread.join(30)
+    assert results == {"first": 200, "big0": 200, "big1": 200, "small": 503}
+    assert gate.most_running == 1

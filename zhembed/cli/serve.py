@@ -41,7 +41,7 @@ def serve(model: ModelOpt = None,
           max_k: Annotated[int, typer.Option(help="Hits per /search query; beyond: 400.")] = D.max_k,
           max_search_queries: Annotated[int, typer.Option(help="Queries per /search request; beyond: 413.")] = D.max_search_queries,
           request_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for the model; beyond: 503.")] = D.request_timeout,
-          fast_lane_chars: Annotated[int, typer.Option(help="Requests up to this many characters never wait behind bigger ones.")] = D.fast_lane_chars,
+          fast_lane_chars: Annotated[int, typer.Option(help="Requests up to this many characters are batched before bigger ones.")] = D.fast_lane_chars,
           threads: Annotated[Optional[int], typer.Option(help="Model threads (default: all cores).")] = None,
           index: Annotated[Optional[Path], typer.Option(help="A zhembed index to serve at POST /search.")] = None):
     """Serve an OpenAI-compatible /v1/embeddings API with dynamic batching (and /search over an index)."""

@@ -5,8 +5,9 @@ the model. Whenever the model is free, the worker forms a batch from the pending
 pass:
 - no fixed wait: an idle model starts at once, and batches grow while it is busy (`max_wait_ms` > 0 makes
   it wait that long for a batch to fill, counted from the oldest job's arrival);
-- smallest job first: a one-text request goes before the rest of a 64-text one, so it never waits behind
-  another request's texts; a job waiting longer than `max_delay_ms` goes first whatever its size;
+- urgent jobs first (the server marks small requests urgent), then smallest job first: a one-text request
+  goes before the rest of a 64-text one, so it waits at most for the forward pass already running; a job
+  waiting longer than `max_delay_ms` goes first whatever its size;
 - texts of one job are taken in length order, so a batch pads little, within a padded-token budget;
 - a failing batch is retried text by text, so only the bad input fails;
 - jobs whose client went away or whose deadline passed are dropped before they reach the model.
@@ -40,6 +41,7 @@ class _Job:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     deadline: float
+    urgent: bool = False
     arrived: float = field(default_factory=time.monotonic)
     results: list = field(default_factory=list)
     todo: list[int] = field(default_factory=list)  # positions not yet batched, shortest last (popped first)
@@ -76,12 +78,12 @@ class BatchQueue:
     def has_room(self, texts: int) -> bool:
         return self._depth + texts <= self.max_queue
 
-    async def submit(self, ids: list[list[int]], timeout: float = 60.0) -> np.ndarray:
+    async def submit(self, ids: list[list[int]], timeout: float = 60.0, urgent: bool = False) -> np.ndarray:
         """Vectors for one request's tokenized texts, in order. QueueFull if there is no room for them,
         Expired if the model has not reached them within `timeout` seconds; cancelling the caller drops
-        the texts that have not reached the model."""
+        the texts that have not reached the model. Urgent jobs are batched before any other."""
         loop = asyncio.get_running_loop()
-        job = _Job(ids, loop.create_future(), loop, time.monotonic() + timeout)
+        job = _Job(ids, loop.create_future(), loop, time.monotonic() + timeout, urgent)
         with self._cond:
             if self._stopping:
                 raise QueueFull("the server is shutting down")
@@ -125,9 +127,9 @@ class BatchQueue:
         return max(len(job.ids[i]) for job in self._jobs for i in job.todo)
 
     def _fill(self) -> list[tuple[_Job, int]]:
-        """Overdue jobs first (oldest first), then the smallest jobs; each job's texts shortest first."""
+        """Overdue jobs first (oldest first), then urgent ones, then the smallest; each job's texts shortest first."""
         now = time.monotonic()
-        order = sorted(self._jobs, key=lambda j: (now - j.arrived < self.max_delay, j.size, j.arrived))
+        order = sorted(self._jobs, key=lambda j: (now - j.arrived < self.max_delay, not j.urgent, j.size, j.arrived))
         batch: list[tuple[_Job, int]] = []
         longest = 0
         for job in order:
