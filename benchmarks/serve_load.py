@@ -1,15 +1,22 @@
-"""Load test of `zhembed serve` on loopback: bounded in clients, time and requests; stops by itself.
+"""Load test of `zhembed serve` on loopback, optionally against Infinity on the same ONNX model, in one run.
 
-    python benchmarks/serve_load.py [--model DIR] [--backend auto] [--clients 16] [--seconds 20]
+    python benchmarks/serve_load.py [--model DIR] [--peer infinity] [--rounds 3] [--seconds 10]
 
-0. The clients are lean (asyncio streams, one keep-alive connection each), since they share the CPU.
-1. Offline: the Encoder's batch throughput (batch 16) on the same sentences, same backend, same process
-   settings as the server.
-2. Starts the server on a free 127.0.0.1 port (a subprocess), then:
-   - single-request latency: one client, one short sentence a request, sequential (p50);
-   - N concurrent single-sentence clients for T seconds: throughput, p50/p95/p99 latency, errors, lost requests.
-3. Stops the server with SIGTERM and writes benchmarks/results/serve_load.{json,md}.
-Only loopback addresses are used.
+0. Offline, in this process: the Encoder's throughput at batch 32 and its one-sentence latency (p50), same
+   model and backend as the server.
+1. Starts `zhembed serve` (and, with `--peer infinity`, Infinity's optimum engine on a copy of the model
+   directory with its int8 ONNX at the root, `--pooling-method mean`; benchmarks/infinity_venv.sh builds its
+   venv) on free 127.0.0.1 ports, and checks that both return the Encoder's vectors.
+2. Three loads, each system in turn, in `--rounds` rounds whose order rotates, after one warm-up pass of
+   every load on every system:
+   - `16x1`: 16 clients, one sentence per request (requests/s);
+   - `4x32`: 4 clients, 32 sentences per request (sentences/s);
+   - `1x1`: one client, one sentence per request, sequential (p50 latency).
+   Clients are lean (asyncio streams, one keep-alive connection each), since they share the CPU. Server and
+   client CPU seconds and the server's memory are recorded with every measurement.
+3. Stops the servers and writes benchmarks/results/serve_load.{json,md}: medians with min/max, and the ratios
+   to Infinity under keys containing `infinity` and `ratio`.
+Infinity does not add the model's `query: ` prompt, so its clients send the prompt in the text.
 """
 
 from __future__ import annotations
@@ -17,11 +24,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,21 +41,15 @@ from zhembed import Encoder
 from zhembed.eval.speed import bench_sentences, cpu_name
 
 RESULTS = Path(__file__).parent / "results"
+INFINITY = Path(__file__).parent / ".infinity-venv" / "bin" / "infinity_emb"
 HOST = "127.0.0.1"
+LOADS = {"16x1": (16, 1), "4x32": (4, 32), "1x1": (1, 1)}  # clients, sentences per request
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-def offline_throughput(model: str | None, backend: str, texts: list[str]) -> float:
-    enc = Encoder.load(model, backend=backend)
-    enc.encode(texts[:64], batch_size=16)
-    start = time.perf_counter()
-    enc.encode(texts, batch_size=16)
-    return len(texts) / (time.perf_counter() - start)
 
 
 class LeanClient:
@@ -71,14 +75,77 @@ class LeanClient:
         self.reader = self.writer = None
 
 
-async def _client(port: int, path: str, texts: list[str], stop_at: float, latencies: list, errors: list, offset: int):
-    conn, i = LeanClient(HOST, port), offset
+class System:
+    """One running server: its process, port, path and the prompt its clients send in the text."""
+
+    def __init__(self, name: str, cmd: list[str], path: str, prompt: str, cwd: str | None = None):
+        self.name, self.path, self.prompt, self.port = name, path, prompt, free_port()
+        cmd = [c.replace("{port}", str(self.port)) for c in cmd]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}  # nothing leaves the machine
+        self.process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
+
+    def wait_ready(self, seconds: float = 180) -> None:
+        import httpx
+
+        stop = time.time() + seconds
+        while time.time() < stop:
+            if self.process.poll() is not None:
+                raise SystemExit(f"{self.name} exited with {self.process.returncode} before it served")
+            try:
+                if httpx.post(f"http://{HOST}:{self.port}{self.path}", json={"input": ["好"]}, timeout=30).status_code == 200:
+                    return
+            except Exception:  # not listening yet
+                pass
+            time.sleep(0.5)
+        raise SystemExit(f"{self.name} did not serve within {seconds:g} s")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server and its children so far."""
+        total = 0.0
+        for pid in [self.process.pid, *_children(self.process.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, IndexError):
+                pass
+        return total
+
+    def rss_mb(self) -> float:
+        total = 0
+        for pid in [self.process.pid, *_children(self.process.pid)]:
+            try:
+                total += int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
+            except (OSError, AttributeError):
+                pass
+        return total / 1024
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        kids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return kids + [g for k in kids for g in _children(k)]
+
+
+async def _client(system: System, batches: list[list[str]], stop_at: float, latencies: list, errors: list,
+                  offset: int) -> None:
+    conn, i = LeanClient(HOST, system.port), offset
     while time.perf_counter() < stop_at:
-        text = texts[i % len(texts)]
+        texts = batches[i % len(batches)]
+        body = json.dumps({"input": [system.prompt + t for t in texts]}, ensure_ascii=False).encode()
         start = time.perf_counter()
         try:
-            status, body = await conn.post(path, json.dumps({"input": text}).encode())
-            ok = status == 200 and len(json.loads(body)["data"]) == 1
+            status, reply = await conn.post(system.path, body)
+            ok = status == 200 and len(json.loads(reply)["data"]) == len(texts)
         except Exception as e:  # counted, never raised: the report shows them
             status, ok = repr(e), False
             conn.close()
@@ -87,68 +154,163 @@ async def _client(port: int, path: str, texts: list[str], stop_at: float, latenc
     conn.close()
 
 
-async def drive(port: int, path: str, texts: list[str], clients: int, seconds: float) -> dict:
+def measure(system: System, load: str, texts: list[str], seconds: float) -> dict:
+    clients, per_request = LOADS[load]
+    batches = [texts[i:i + per_request] for i in range(0, len(texts) - per_request + 1, per_request)]
     latencies, errors = [], []
-    stop_at = time.perf_counter() + seconds
-    start = time.perf_counter()
-    await asyncio.gather(*(_client(port, path, texts, stop_at, latencies, errors, c * 997) for c in range(clients)))
+    cpu0, client0, start = system.cpu_seconds(), time.process_time(), time.perf_counter()
+    stop_at = start + seconds
+
+    async def run():
+        await asyncio.gather(*(_client(system, batches, stop_at, latencies, errors, c * 97) for c in range(clients)))
+    asyncio.run(run())
     elapsed = time.perf_counter() - start
-    lat = np.array(latencies) * 1000
-    return {"clients": clients, "seconds": round(elapsed, 1), "requests": len(latencies) + len(errors),
-            "ok": len(latencies), "errors": len(errors), "server_errors_5xx": sum(e.startswith("5") for e in errors),
-            "throughput": round(len(latencies) / elapsed, 1),
-            **{f"p{q}_ms": round(float(np.percentile(lat, q)), 2) for q in (50, 95, 99)}}
+    lat = np.array(latencies or [np.nan]) * 1000
+    return {"requests_per_s": len(latencies) / elapsed, "sentences_per_s": len(latencies) * per_request / elapsed,
+            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "errors": len(errors), "server_cpu_s": system.cpu_seconds() - cpu0,
+            "client_cpu_s": time.process_time() - client0, "server_rss_mb": system.rss_mb(), "seconds": elapsed}
+
+
+def offline(model: str | None, backend: str, texts: list[str]) -> dict:
+    enc = Encoder.load(model, backend=backend)
+    enc.encode(texts, batch_size=32)  # a full warm-up pass
+    start = time.perf_counter()
+    enc.encode(texts, batch_size=32)
+    batch32 = len(texts) / (time.perf_counter() - start)
+    single = []
+    for text in texts[:500]:
+        t0 = time.perf_counter()
+        enc.encode([text], batch_size=1)
+        single.append(time.perf_counter() - t0)
+    return {"batch32_sentences_per_s": batch32, "one_sentence_p50_ms": float(np.median(single) * 1000)}
+
+
+def check_vectors(system: System, encoder: Encoder, texts: list[str]) -> dict:
+    """Max abs difference of the server's float and base64 vectors to Encoder.encode of the same texts."""
+    import base64
+
+    import httpx
+
+    url, want = f"http://{HOST}:{system.port}{system.path}", encoder.encode(texts)
+    result = {}
+    for fmt in ("float", "base64"):
+        data = httpx.post(url, json={"input": [system.prompt + t for t in texts], "encoding_format": fmt},
+                          timeout=60).json()["data"]
+        got = np.array([np.frombuffer(base64.b64decode(d["embedding"]), "<f4") if fmt == "base64" else d["embedding"]
+                        for d in sorted(data, key=lambda d: d["index"])], dtype=np.float32)
+        got /= np.linalg.norm(got, axis=1, keepdims=True)
+        result[fmt] = float(np.abs(got - want).max())
+    return result
+
+
+def infinity(model_dir: Path, work: Path) -> System:
+    """Infinity's optimum engine on a copy of the model directory whose int8 ONNX sits at the root."""
+    if not INFINITY.exists():
+        raise SystemExit(f"{INFINITY} is missing: run benchmarks/infinity_venv.sh first")
+    copy = work / "model"
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("onnx"))
+    shutil.copy(model_dir / "onnx" / "model_qint8.onnx", copy / "model.onnx")
+    cmd = [str(INFINITY), "v2", "--model-id", ".", "--engine", "optimum", "--pooling-method", "mean",
+           "--host", HOST, "--port", "{port}", "--no-bettertransformer", "--batch-size", "32"]
+    return System("infinity", cmd, "/embeddings", "query: ", cwd=str(copy))
+
+
+def summarize(runs: list[dict]) -> dict:
+    keys = runs[0].keys()
+    return {k: {"median": float(np.median([r[k] for r in runs])), "min": float(min(r[k] for r in runs)),
+                "max": float(max(r[k] for r in runs))} for k in keys}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model")
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="The server's batching wait.")
-    parser.add_argument("--threads", type=int, help="The server's model threads (default: all cores).")
+    parser.add_argument("--peer", choices=["infinity"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     texts = bench_sentences(4000)
-    offline = offline_throughput(args.model, args.backend, texts)
-    port = free_port()
-    cmd = [sys.executable, "-m", "zhembed", "serve", "--host", HOST, "--port", str(port), "--backend", args.backend,
-           "--max-wait-ms", str(args.max_wait_ms)] + (["--threads", str(args.threads)] if args.threads else [])
-    server = subprocess.Popen(cmd + (["--model", args.model] if args.model else []), stderr=subprocess.DEVNULL)
-    try:
-        import httpx
+    encoder = Encoder.load(args.model, backend=args.backend)
+    base = offline(args.model, args.backend, texts)
+    cmd = [sys.executable, "-m", "zhembed", "serve", "--host", HOST, "--port", "{port}", "--backend", args.backend]
+    systems = [System("zhembed", cmd + (["--model", args.model] if args.model else []), "/v1/embeddings", "")]
+    with tempfile.TemporaryDirectory() as work:
+        try:
+            if args.peer == "infinity":
+                systems.append(infinity(encoder.path, Path(work)))
+            for s in systems:
+                s.wait_ready()
+            vectors = {s.name: check_vectors(s, encoder, texts[:64]) for s in systems}
+            results = {s.name: {load: [] for load in LOADS} for s in systems}
+            for s in systems:  # the warm-up pass
+                for load in LOADS:
+                    measure(s, load, texts, min(args.seconds, 5))
+            for r in range(args.rounds):
+                loads = list(LOADS)[r % len(LOADS):] + list(LOADS)[:r % len(LOADS)]
+                for load in loads:
+                    for s in systems[r % len(systems):] + systems[:r % len(systems)]:
+                        results[s.name][load].append(measure(s, load, texts, args.seconds))
+                        print(f"round {r + 1} {load} {s.name}: {results[s.name][load][-1]}", file=sys.stderr)
+        finally:
+            for s in systems:
+                s.stop()
+    write(args, base, vectors, {name: {load: summarize(runs) for load, runs in by.items()} for name, by in results.items()})
 
-        url = f"http://{HOST}:{port}"
-        for _ in range(600):
-            try:
-                httpx.get(f"{url}/health")
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        single = asyncio.run(drive(port, "/v1/embeddings", ["花呗如何还款"], 1, 5))
-        load = asyncio.run(drive(port, "/v1/embeddings", texts, args.clients, args.seconds))
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
-    doc = {"model": args.model or "default", "backend": args.backend, "max_wait_ms": args.max_wait_ms,
-           "server_threads": args.threads,
-           "client": "asyncio streams, one keep-alive connection per client", "command": "python " + " ".join(sys.argv), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"),
-           "offline_batch16_throughput": round(offline, 1), "single_request": single, "load": load,
-           "load_vs_offline": round(load["throughput"] / offline, 2)}
+
+def write(args, base: dict, vectors: dict, summary: dict) -> None:
+    z = summary["zhembed"]
+    doc = {"command": "python " + " ".join(sys.argv), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"),
+           "model": args.model or "default", "backend": args.backend, "rounds": args.rounds, "seconds": args.seconds,
+           "offline": base, "max_abs_difference_to_encode": vectors, "loads": summary,
+           "zhembed_4x32_vs_offline_batch32": z["4x32"]["sentences_per_s"]["median"] / base["batch32_sentences_per_s"],
+           "zhembed_1x1_p50_minus_offline_ms": z["1x1"]["p50_ms"]["median"] - base["one_sentence_p50_ms"]}
+    if "infinity" in summary:
+        i = summary["infinity"]
+        doc["infinity_ratio_16x1_requests"] = z["16x1"]["requests_per_s"]["median"] / i["16x1"]["requests_per_s"]["median"]
+        doc["infinity_ratio_4x32_sentences"] = z["4x32"]["sentences_per_s"]["median"] / i["4x32"]["sentences_per_s"]["median"]
+        doc["infinity_ratio_1x1_p50"] = z["1x1"]["p50_ms"]["median"] / i["1x1"]["p50_ms"]["median"]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_load.json").write_text(json.dumps(doc, indent=2) + "\n")
-    md = (f"| measurement | value |\n|---|---|\n"
-          f"| offline Encoder throughput (batch 16) | {doc['offline_batch16_throughput']} sent/s |\n"
-          f"| {args.clients} concurrent clients: throughput | {load['throughput']} req/s ({doc['load_vs_offline']:.2f}x offline) |\n"
-          f"| {args.clients} clients: p50 / p95 / p99 | {load['p50_ms']} / {load['p95_ms']} / {load['p99_ms']} ms |\n"
-          f"| {args.clients} clients: requests, errors, 5xx | {load['requests']}, {load['errors']}, {load['server_errors_5xx']} |\n"
-          f"| single request, one short sentence: p50 | {single['p50_ms']} ms |\n\n"
-          f"{cpu_name()}, {doc['date']}, backend {args.backend}, server --max-wait-ms {args.max_wait_ms}; "
-          f"clients: {doc['client']}. Command: `{doc['command']}`\n")
-    (args.out / "serve_load.md").write_text(md)
-    print(md)
+    (args.out / "serve_load.md").write_text(markdown(doc))
+    print(markdown(doc))
+
+
+def markdown(doc: dict) -> str:
+    def cell(stat: dict, digits: int = 0) -> str:
+        return f"{stat['median']:,.{digits}f} [{stat['min']:,.{digits}f}-{stat['max']:,.{digits}f}]"
+    names = list(doc["loads"])
+    rows = [("16 clients x 1 sentence: requests/s", "16x1", "requests_per_s", 0),
+            ("4 clients x 32 sentences: sentences/s", "4x32", "sentences_per_s", 0),
+            ("1 client, sequential: p50 ms", "1x1", "p50_ms", 2),
+            ("4x32: server CPU s / client CPU s", "4x32", None, 1),
+            ("server memory after the loads, MB", "4x32", "server_rss_mb", 0),
+            ("errors (all loads)", None, "errors", 0)]
+    lines = ["| measurement | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for label, load, key, digits in rows:
+        cells = []
+        for n in names:
+            by = doc["loads"][n]
+            if load is None:
+                cells.append(str(int(sum(by[x][key]["median"] for x in by))))
+            elif key is None:
+                cells.append(f"{by[load]['server_cpu_s']['median']:.1f} / {by[load]['client_cpu_s']['median']:.1f}")
+            else:
+                cells.append(cell(by[load][key], digits))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    off = doc["offline"]
+    lines += ["", f"Offline Encoder: {off['batch32_sentences_per_s']:,.0f} sentences/s at batch 32, one sentence "
+              f"p50 {off['one_sentence_p50_ms']:.2f} ms; zhembed 4x32 / offline = {doc['zhembed_4x32_vs_offline_batch32']:.2f}, "
+              f"1x1 p50 - offline = {doc['zhembed_1x1_p50_minus_offline_ms']:+.2f} ms."]
+    ratios = {k: v for k, v in doc.items() if "infinity_ratio" in k}
+    if ratios:
+        lines.append("Ratios zhembed / Infinity: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()) + ".")
+    lines.append(f"Max abs difference to Encoder.encode: {doc['max_abs_difference_to_encode']}.")
+    lines.append(f"{doc['cpu']}, {doc['date']}; medians [min-max] of {doc['rounds']} rotated rounds of "
+                 f"{doc['seconds']:g} s after a warm-up pass. Command: `{doc['command']}`")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def test_a_short_request_does_not_wait_behind_a_long_one():
         queue = BatchQueue(fake_model(log, 0.002), max_batch_tokens=8 * 4)
         long = asyncio.ensure_future(queue.submit([[1000 + i] * 4 for i in range(48)]))
         await asyncio.sleep(0.005)  # the long request's first batch is running
-        short = await queue.submit([[7] * 4])
+        short = await queue.submit([[7] * 4], urgent=True)
         done_when_short_finished = long.done()
         await long
         queue.close()
@@ -95,3 +95,30 @@ def test_a_dead_worker_is_visible():
         return alive
 
     assert asyncio.run(scenario()) is False
+
+
+def test_an_urgent_request_goes_between_the_groups_of_a_taken_batch():
+    async def scenario():
+        log: list = []
+        queue = BatchQueue(fake_model(log, 0.001), max_batch_tokens=100_000)
+        bulk = asyncio.ensure_future(queue.submit([[1000 + i] * 4 for i in range(96)]))  # one take, 3 passes of 32
+        await asyncio.sleep(0.01)  # the first pass is running
+        urgent = await queue.submit([[7] * 4], urgent=True)
+        await bulk
+        queue.close()
+        return log, urgent
+
+    log, urgent = asyncio.run(scenario())
+    assert urgent.tolist() == [[7.0]]
+    assert [len(batch) for batch in log] == [32, 1, 32, 32] and log[1] == [7], [len(b) for b in log]
+
+
+def test_texts_of_very_different_lengths_run_in_separate_passes():
+    async def scenario():
+        log: list = []
+        queue = BatchQueue(fake_model(log))
+        await queue.submit([[1] * 60, [2] * 5, [3] * 6, [4] * 58])
+        queue.close()
+        return log
+
+    assert sorted(map(sorted, asyncio.run(scenario()))) == [[1, 4], [2, 3]]

@@ -62,7 +62,9 @@ def test_token_budget_batches():
     assert sorted(i for b in batches for i in b) == list(range(7))
     for b in batches:
         assert len(b) <= 4 and len(b) * max(len(ids[i]) for i in b) <= 100 or len(b) == 1
-    assert [len(b) for b in length_batches(ids, batch_size=3)] == [3, 3, 1]
+    assert [len(b) for b in length_batches(ids, batch_size=3)] == [1, 1, 3, 2]  # 50 and 30 pad nothing short
+    same = [[0] * 10] * 7
+    assert [len(b) for b in length_batches(same, batch_size=3)] == [3, 3, 1]
 
 
 def test_token_budget_encode_is_the_same(tiny_bert):

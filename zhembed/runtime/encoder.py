@@ -36,15 +36,25 @@ def check_texts(texts: object) -> list[str]:
     return list(texts)
 
 
+SIMILAR_LENGTH = 0.75  # a batch ends before a text shorter than this share of its longest (+ SLACK tokens)
+SLACK = 4
+
+
 def length_batches(ids: list[list[int]], batch_size: int, max_batch_tokens: int | None = None):
-    """Index arrays of batches over texts sorted longest first, capped by count and padded token budget."""
+    """Index arrays of batches over texts sorted longest first, capped by count and padded token budget. A batch
+    also ends where the next text is much shorter than its longest (under SIMILAR_LENGTH of it): padding short
+    texts to a long one costs more than a smaller batch does (32 random sentences in one padded pass ran at a
+    third of the speed of the same texts in similar-length groups, int8 on 2 cores)."""
     order = np.argsort([-len(x) for x in ids], kind="stable")
     start = 0
     while start < len(order):
         width = len(ids[order[start]])  # the longest in the batch, since sorted
         size = batch_size if max_batch_tokens is None else max(1, min(batch_size, max_batch_tokens // max(width, 1)))
-        yield order[start:start + size]
-        start += size
+        end, stop = start + 1, min(start + size, len(order))
+        while end < stop and len(ids[order[end]]) + SLACK >= SIMILAR_LENGTH * width:
+            end += 1
+        yield order[start:end]
+        start = end
 
 
 class Encoder:

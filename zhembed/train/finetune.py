@@ -43,6 +43,7 @@ class FinetuneConfig:
     distill_weight: float = 0.0
     distill_corpus: str = ""      # unlabeled sentences (comma-separated files) for that MSE
     distill_batch: int = 32
+    distill_max_sentences: int = 0  # the first N of the corpus's seeded shuffle (the order distillation caches in)
     cache_dir: str = ""           # the teacher-embedding cache (default: WORK_DIR/cache; a distill run's is reused)
     val_fraction: float = 0.0     # a seeded share of each training file held out to pick the checkpoint
     matryoshka: str = ""          # e.g. "384,256,128,64,32": the losses on each prefix of the vectors
@@ -255,7 +256,7 @@ class Corpus:
 
 
 def load_corpus(cfg: FinetuneConfig, datasets: list[Dataset], work: Path, log) -> Corpus:
-    sentences = read_corpus(cfg.distill_corpus)
+    sentences = read_corpus(cfg.distill_corpus, cfg.distill_max_sentences or None)
     targets = teacher_embeddings(Path(cfg.teacher), sentences, Path(cfg.cache_dir or work / "cache"),
                                  TEACHER_MAX_LENGTH, log=log)
     in_pairs = {s for ds in datasets for row in ds.rows for s in row}
