@@ -29,8 +29,9 @@ import numpy as np
 
 from ..runtime.encoder import length_batches
 
-GROUP_TEXTS = 32  # texts per forward pass: as fast per text as larger passes on a CPU, and short enough (about
-# 20 ms for short sentences on 2 cores) that an urgent request waits little behind it
+GROUP_TEXTS = 32  # texts per forward pass: as fast per text as larger passes on a CPU
+URGENT_GROUP_TOKENS = 256  # padded tokens per pass while urgent requests keep arriving: a shorter wait for them
+URGENT_RECENT_S = 1.0  # "keep arriving": one came within this many seconds
 
 
 class QueueFull(Exception):
@@ -67,6 +68,7 @@ class BatchQueue:
         self.max_queue, self.on_batch, self.max_delay = max_queue, on_batch, max_delay_ms / 1000
         self._jobs: list[_Job] = []
         self._depth = 0
+        self._last_urgent = -float("inf")
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="zhembed-batcher", daemon=True)
@@ -98,6 +100,8 @@ class BatchQueue:
                 raise QueueFull(f"{self._depth} texts are queued; the limit is {self.max_queue}")
             self._jobs.append(job)
             self._depth += len(ids)
+            if urgent:
+                self._last_urgent = job.arrived
             self._cond.notify()
         return await job.future
 
@@ -175,9 +179,10 @@ class BatchQueue:
             if groups:
                 self._run_group(groups.popleft())
 
-    @staticmethod
-    def _groups(batch: list[tuple[_Job, int]]) -> list[list[tuple[_Job, int]]]:
-        rows = length_batches([job.ids[i] for job, i in batch], GROUP_TEXTS)
+    def _groups(self, batch: list[tuple[_Job, int]]) -> list[list[tuple[_Job, int]]]:
+        """Similar-length groups of the batch; smaller ones while urgent requests keep arriving."""
+        recent = time.monotonic() - self._last_urgent < URGENT_RECENT_S
+        rows = length_batches([job.ids[i] for job, i in batch], GROUP_TEXTS, URGENT_GROUP_TOKENS if recent else None)
         return [[batch[r] for r in reversed(row)] for row in rows]  # each group shortest first, as taken
 
     def _run_group(self, batch: list[tuple[_Job, int]]) -> None:

@@ -21,7 +21,7 @@ class Limits:
     max_k: int = 100                   # --max-k: hits per /search query
     max_search_queries: int = 32       # --max-search-queries: queries per /search request
     request_timeout: float = 30.0      # --request-timeout: seconds a request may wait for the model; beyond: 503
-    fast_lane_chars: int = 512         # --fast-lane-chars: requests up to this many characters are batched before bigger ones
+    fast_lane_chars: int = 128         # --fast-lane-chars: requests up to this many characters are batched before bigger ones
     max_request_tokens: int = 131_072  # --max-request-tokens: tokens of a request after tokenization (windows too); beyond: 413
     max_header_bytes: int = 64 * 1024  # --max-header-bytes: request line and headers; beyond: 431, connection closed
     max_headers: int = 100             # --max-headers: header lines per request; beyond: 431
