@@ -355,6 +355,15 @@ def mixed_load(url: str, sentences: list[str], n: int) -> dict:
             "ratio": round(loaded / alone, 2), "long_requests_during": done.value}
 
 
+def print_mixed_load(short: int) -> None:
+    from zhembed.eval.speed import bench_sentences
+
+    sentences = bench_sentences(2000)
+    for _ in range(2):
+        with Server() as url:
+            print(f"mixed load: {mixed_load(url, sentences, short)}; {cpu_name()}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/corpus/sentences.txt")
@@ -365,7 +374,10 @@ def main() -> None:
     parser.add_argument("--short", type=int, default=300, help="one-sentence requests per p99 measurement")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--mixed-only", action="store_true", help="Only the mixed load (4.), twice, printed.")
     args = parser.parse_args()
+    if args.mixed_only:
+        return print_mixed_load(args.short)
     rng = random.Random(args.seed)
     texts = corpus(args.corpus, args.texts, args.seed)
     doc = {"command": "python " + " ".join(sys.argv), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"),
