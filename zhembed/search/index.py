@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_atomic, write_text_atomic
+from ..atomic import write_text_atomic
 from ..errors import ZhembedError
-from ..progress import progress
 from ..runtime import Encoder
+from ..runtime.chunked import encode_resumable
 from ..runtime.pooling import truncate
 from ..textio import Records
 from . import ann as ann_lib
@@ -228,32 +228,6 @@ def live_generation(path: Path) -> Path | None:
     return path / name
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    write_atomic(path, lambda f: np.save(f, array))
-
-
-def encode_chunks(records: Records, encoder, work: Path, fingerprint: str, batch_size: int, max_length: int,
-                  show_progress: bool = True) -> np.ndarray:
-    """Vectors of all records, encoded CHUNK texts at a time into `work`; chunks already there are reused."""
-    manifest = work / "work.json"
-    if manifest.exists() and json.loads(manifest.read_text(encoding="utf-8")).get("fingerprint") != fingerprint:
-        print(f"zhembed: {work} belongs to another input or model; starting over", file=sys.stderr)
-        shutil.rmtree(work)
-    (work / "chunks").mkdir(parents=True, exist_ok=True)
-    write_text_atomic(manifest, json.dumps({"fingerprint": fingerprint}))
-    n = len(records.texts)
-    paths = [work / "chunks" / f"{i:06d}.npy" for i in range(-(-n // CHUNK))]
-    done = sum(CHUNK if i < len(paths) - 1 else n - i * CHUNK for i, p in enumerate(paths) if p.exists())
-    with progress(None, show_progress, total=n, initial=done, desc="index", unit="text") as bar:
-        for i, path in enumerate(paths):
-            if path.exists():
-                continue
-            texts = records.texts[i * CHUNK:(i + 1) * CHUNK]
-            _atomic_save(path, encoder.encode(texts, batch_size=batch_size, max_length=max_length, show_progress=False))
-            bar.update(len(texts))
-    return np.concatenate([np.load(p) for p in paths])
-
-
 def fingerprint(records: Records, model: str | None, backend: str, max_length: int) -> str:
     h = hashlib.sha256(json.dumps([model, backend, max_length, CHUNK]).encode())
     for text in records.texts:
@@ -345,8 +319,10 @@ def _build_locked(records: Records, out: Path, encoder, model: str | None, sourc
         ids = [ids[n] for n, w in enumerate(windows) for _ in w]
         texts = [text[a:b] for text, w in zip(records.texts, windows) for a, b in w]
         spans = [span for w in windows for span in w]
-    key = input_key + (f"+{len(previous)}" if previous else "")
-    vectors = truncate(encode_chunks(Records(texts=texts), encoder, work, key, batch_size, max_length, show_progress),
+    settings = json.dumps([model, encoder.backend.name, encoder.model_id, max_length])
+    vectors = truncate(encode_resumable(texts, lambda part: encoder.encode(part, batch_size=batch_size, max_length=max_length,
+                                                                          show_progress=False),
+                                        work / "chunks", settings, CHUNK, desc="index", show_progress=show_progress),
                        dimensions)
     sources = [source]
     if previous is not None:
