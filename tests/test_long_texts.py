@@ -57,3 +57,16 @@ def test_an_index_of_passages_finds_the_document_and_the_paragraph(encoder, tmp_
     overlap = min(best.end, end3) - max(best.start, start3)
     assert overlap >= 0.5 * len(paragraphs[2]), (best.start, best.end, start3, end3)
     assert doc[best.start:best.end] == best.text
+
+
+def test_chunked_encoding_tokenizes_once_and_keeps_the_token_budget(tiny_bert, monkeypatch):
+    enc = Encoder.load(tiny_bert)
+    texts = ["很长的文字" * 120, "短句"]
+    tokenized, widths = [], []
+    real_tokenize, real_embed = enc.tokenize, enc.embed_ids
+    monkeypatch.setattr(enc, "tokenize", lambda t, n: tokenized.append(len(t)) or real_tokenize(t, n))
+    monkeypatch.setattr(enc, "embed_ids", lambda b, normalize=True: widths.append(len(b) * max(map(len, b)))
+                        or real_embed(b, normalize))
+    out = enc.encode(texts, long="chunk", max_length=64, max_batch_tokens=128)
+    assert out.shape == (2, enc.dim) and len(tokenized) == 1  # every window tokenized in one call, once
+    assert max(widths) <= 128

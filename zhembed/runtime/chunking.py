@@ -3,6 +3,8 @@ embedded whole (or indexed passage by passage) instead of cut off."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 DEFAULT_OVERLAP = 32  # tokens shared by consecutive windows
@@ -24,6 +26,26 @@ def token_windows(offsets: list[tuple[int, int]], text_length: int, window: int,
         if hi == len(offsets):
             break
     return spans
+
+
+@dataclass
+class Passages:
+    """Texts expanded into their windows: every window's text, text after text, and each text's spans."""
+
+    pieces: list[str]
+    spans: list[list[tuple[int, int]]]
+
+    @property
+    def counts(self) -> list[int]:
+        """Windows per text."""
+        return [len(s) for s in self.spans]
+
+    def flat_spans(self) -> list[tuple[int, int]]:
+        return [span for spans in self.spans for span in spans]
+
+    @classmethod
+    def of(cls, texts: list[str], spans: list[list[tuple[int, int]]]) -> Passages:
+        return cls([text[a:b] for text, text_spans in zip(texts, spans) for a, b in text_spans], spans)
 
 
 def combine(vectors: np.ndarray, windows: list[int], weights: np.ndarray, normalize: bool = True) -> np.ndarray:

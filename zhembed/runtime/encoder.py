@@ -16,7 +16,7 @@ from ..modeldir import (WEIGHTS_FILE, SentenceConfig, find_onnx, is_static_dir, 
 from ..progress import progress
 from .backends import Backend, OnnxBackend, TorchBackend
 from .calibration import Calibration
-from .chunking import combine, token_windows
+from .chunking import Passages, combine, token_windows
 from .locations import model_dir as find_model_dir
 from .pooling import normalize as normalize_rows
 from .pooling import pool, truncate
@@ -138,6 +138,11 @@ class Encoder:
         room = min(max_length, self.max_positions) - len(self._truncating.offsets(self.prompt)) - 4
         return token_windows(self._truncating.offsets(text), len(text), max(8, room))
 
+    def split_long(self, texts: Sequence[str], max_length: int = 256) -> Passages:
+        """Every text as its windows of at most `max_length` tokens (one window for a text that fits): the one
+        place long texts are expanded, for encode(long="chunk"), the server and chunked indexes."""
+        return Passages.of(list(texts), [self.passages(text, max_length) for text in texts])
+
     def truncated(self, texts: Sequence[str], max_length: int = 256) -> int:
         """How many of `texts` are longer than `max_length` tokens (and so are cut, unless long="chunk")."""
         return self._truncating.truncated([self.prompt + t for t in texts], max_length)
@@ -158,34 +163,38 @@ class Encoder:
         size = self.check_dimensions(dimensions)
         if long not in ("truncate", "chunk"):
             raise ZhembedError(f"long must be 'truncate' or 'chunk', got {long!r}")
-        if long == "chunk":
-            out = self._encode_chunked(check_texts([texts] if single else texts), batch_size, max_length,
-                                       normalize, show_progress)
-            out = truncate(out, size, renormalize=normalize) if size < self.dim else out
-            return out[0] if single else out
         items = check_texts([texts] if single else texts)
         if batch_size < 1:
             raise ZhembedError(f"batch_size must be positive, got {batch_size}")
         if max_batch_tokens is not None and max_batch_tokens < max_length:
             raise ZhembedError(f"max_batch_tokens ({max_batch_tokens}) must be at least max_length ({max_length})")
-        ids = self.tokenize(items, max_length)
+        if long == "chunk":
+            out = self._encode_chunked(items, batch_size, max_length, max_batch_tokens, normalize, show_progress)
+        else:
+            out = self._embed_all(self.tokenize(items, max_length), batch_size, max_batch_tokens, normalize,
+                                  show_progress)
+        if size < self.dim:
+            out = truncate(out, size, renormalize=normalize)
+        return out[0] if single else out
+
+    def _embed_all(self, ids: list[list[int]], batch_size: int, max_batch_tokens: int | None, normalize: bool,
+                   show_progress: bool | None) -> np.ndarray:
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
         batches = list(length_batches(ids, batch_size, max_batch_tokens))
         if show_progress is None:
             show_progress = len(ids) >= 2000 and sys.stderr.isatty()
         for idx in progress(batches, show_progress, desc="encode", unit="batch"):
             out[idx] = self.embed_ids([ids[i] for i in idx], normalize)
-        if size < self.dim:
-            out = truncate(out, size, renormalize=normalize)
-        return out[0] if single else out
+        return out
 
-    def _encode_chunked(self, items: list[str], batch_size: int, max_length: int, normalize: bool,
-                        show_progress: bool | None) -> np.ndarray:
-        spans = [self.passages(text, max_length) for text in items]
-        pieces = [text[a:b] for text, text_spans in zip(items, spans) for a, b in text_spans]
-        vectors = self.encode(pieces, batch_size, max_length, show_progress=show_progress)
-        weights = np.array([len(ids) for ids in self.tokenize(pieces, max_length)], dtype=np.float32)
-        return combine(vectors, [len(w) for w in spans], weights, normalize)
+    def _encode_chunked(self, items: list[str], batch_size: int, max_length: int, max_batch_tokens: int | None,
+                        normalize: bool, show_progress: bool | None) -> np.ndarray:
+        """Each text's windows embedded (tokenized once), then averaged by their tokens."""
+        passages = self.split_long(items, max_length)
+        ids = self.tokenize(passages.pieces, max_length)
+        vectors = self._embed_all(ids, batch_size, max_batch_tokens, True, show_progress)
+        weights = np.array([len(x) for x in ids], dtype=np.float32)
+        return combine(vectors, passages.counts, weights, normalize)
 
     def embed_ids(self, batch: list[list[int]], normalize: bool = True) -> np.ndarray:
         """One forward pass over already tokenized texts: pad, run the backend, pool, normalize."""

@@ -315,10 +315,9 @@ def _build_locked(records: Records, out: Path, encoder, model: str | None, sourc
     ids = [i if i is not None else str(documents + n) for n, i in enumerate(given)]
     texts, spans = records.texts, None
     if chunk:  # each document becomes its passages, each passage a vector
-        windows = [encoder.passages(text, max_length) for text in records.texts]
-        ids = [ids[n] for n, w in enumerate(windows) for _ in w]
-        texts = [text[a:b] for text, w in zip(records.texts, windows) for a, b in w]
-        spans = [span for w in windows for span in w]
+        passages = encoder.split_long(records.texts, max_length)
+        ids = [ids[n] for n, count in enumerate(passages.counts) for _ in range(count)]
+        texts, spans = passages.pieces, passages.flat_spans()
     settings = json.dumps([model, encoder.backend.name, encoder.model_id, max_length])
     vectors = truncate(encode_resumable(texts, lambda part: encoder.encode(part, batch_size=batch_size, max_length=max_length,
                                                                           show_progress=False),

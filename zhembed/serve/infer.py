@@ -86,10 +86,10 @@ class Infer:
     async def embed_chunked(self, texts: list[str], disconnected: Disconnected) -> tuple[np.ndarray, list[list[int]]]:
         """Each text as overlapping windows through the same queue, averaged by their tokens (as
         Encoder.encode(long="chunk"))."""
-        windows = await asyncio.to_thread(lambda: [self.encoder.passages(t, self.max_length) for t in texts])
-        vectors, ids = await self.embed([t[a:b] for t, w in zip(texts, windows) for a, b in w], disconnected)
+        passages = await asyncio.to_thread(self.encoder.split_long, texts, self.max_length)
+        vectors, ids = await self.embed(passages.pieces, disconnected)
         weights = np.array([len(x) for x in ids], dtype=np.float32)
-        return combine(vectors, [len(w) for w in windows], weights), ids
+        return combine(vectors, passages.counts, weights), ids
 
     async def similarity(self, source: str, targets: list[str], calibrated: bool,
                          disconnected: Disconnected) -> tuple[np.ndarray, list[list[int]]]:
