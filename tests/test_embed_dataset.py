@@ -138,3 +138,16 @@ def test_null_ids_are_refused_and_1_differs_from_string_1(tiny_bert, tmp_path):
     ed.embed_dataset(tmp_path / "b.jsonl", tmp_path / "nulls", cfg(tiny_bert), log=lambda m: None)
     with pytest.raises(ZhembedError, match="row 1 has no id"):
         export_to_qdrant(tmp_path / "nulls", client, "d", id_field="id", log=lambda m: None)
+
+
+def test_a_tsv_input_keeps_its_columns(tiny_bert, tmp_path):
+    folder = tmp_path / "tsv"
+    folder.mkdir()
+    (folder / "faq.tsv").write_text("id\ttext\n" + "".join(f"q{i}\t{s}\n" for i, s in enumerate(SENTENCES[:5])),
+                                    encoding="utf-8")
+    result = ed.embed_dataset(folder, tmp_path / "out", cfg(tiny_bert), log=lambda m: None)
+    shard = read_shards(tmp_path / "out")["faq.tsv-00000.parquet"]
+    assert result["rows"] == 5 and shard["id"] == [f"q{i}" for i in range(5)] and shard["text"] == SENTENCES[:5]
+    (folder / "faq.tsv").write_text("id\ttext\nq0\n", encoding="utf-8")
+    with pytest.raises(ZhembedError, match="faq.tsv:2: 1 columns, the header has 2"):
+        ed.embed_dataset(folder, tmp_path / "out2", cfg(tiny_bert), log=lambda m: None)

@@ -195,6 +195,38 @@ def _read_parquet(reader: _Reader, text_field: str, id_field: str | None) -> Non
         reader.add(row, text, id_)
 
 
+def read_table(path: Path, text_field: str = "text"):
+    """A pyarrow Table of one user file with all its fields: Parquet; JSONL; TSV with a header row naming the
+    columns (every cell a string); plain text as one `text_field` column, a line per row. For commands that
+    write the input's other fields back out beside the vectors (embed-dataset); read_records gives texts and ids."""
+    import pyarrow as pa
+
+    kind = input_format(path)
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        if kind == "jsonl":
+            import pyarrow.json as pj
+
+            return pj.read_json(path)
+        lines = read_lines(Path(path))
+    except ZhembedError:
+        raise
+    except Exception as e:
+        raise ZhembedError(f"{path}: cannot read it ({e})") from None
+    if kind != "tsv":
+        return pa.table({text_field: lines})
+    if not lines:
+        raise ZhembedError(f"{path} is empty; a TSV needs a header row naming its columns")
+    header, rows = lines[0].split("\t"), [line.split("\t") for line in lines[1:]]
+    for number, cells in enumerate(rows, 2):
+        if len(cells) != len(header):
+            raise ZhembedError(f"{path}:{number}: {len(cells)} columns, the header has {len(header)}")
+    return pa.table({name: [cells[i] for cells in rows] for i, name in enumerate(header)})
+
+
 def check_output(path: Path, suffixes: tuple[str, ...] | None = None, option: str = "--output") -> Path:
     """Before any work: `path` can be written (its folder exists and is writable, it is no folder itself) and
     has one of `suffixes` (any case); else one line naming the path and the fix."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ZhembedError
 from ..modeldir import count_parameters, num_layers, size_on_disk
-from .suite import SEED_TASKS, default_data_dir
+from .suite import default_data_dir, load_tasks
 
 
 def bench_sentences(n: int, data: Path | None = None, seed: int = 0) -> list[str]:
@@ -24,10 +24,8 @@ def bench_sentences(n: int, data: Path | None = None, seed: int = 0) -> list[str
     data_dir = Path(data) if data else default_data_dir()
     if data_dir is None:
         raise ZhembedError("no evaluation data to draw sentences from; pass --data DIR")
-    sentences = []
-    for name in SEED_TASKS:
-        for line in (data_dir / f"{name}.tsv").read_text(encoding="utf-8").splitlines():
-            sentences.extend(line.split("\t")[:2])
+    sentences = [text for task in load_tasks(data_dir, None, {}) for pair in zip(task.first, task.second)
+                 for text in pair]
     sentences = list(dict.fromkeys(sentences))
     np.random.default_rng(seed).shuffle(sentences)
     if len(sentences) < n:

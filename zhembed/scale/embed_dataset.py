@@ -22,8 +22,9 @@ from ..atomic import write_atomic, write_text_atomic
 from ..errors import ZhembedError
 from ..progress import progress
 from ..runtime import Encoder, model_dir
+from ..textio import read_table as read_user_table
 
-INPUT_SUFFIXES = (".parquet", ".jsonl", ".json", ".txt")
+INPUT_SUFFIXES = (".parquet", ".jsonl", ".json", ".tsv", ".txt")
 MANIFEST = "_zhembed.json"
 
 
@@ -58,27 +59,8 @@ def input_files(path: Path) -> list[Path]:
 
 
 def read_table(path: Path, text_field: str):
-    """A pyarrow Table of one input file; plain text becomes a single `text_field` column."""
-    import pyarrow as pa
-
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-        elif suffix in (".jsonl", ".json"):
-            import pyarrow.json as pj
-
-            table = pj.read_json(path)
-        else:
-            from ..textio import read_lines
-
-            table = pa.table({text_field: read_lines(path)})
-    except ZhembedError:
-        raise
-    except Exception as e:
-        raise ZhembedError(f"{path}: cannot read it ({e})") from None
+    """A pyarrow Table of one input file (textio reads every user format), checked for `text_field`."""
+    table = read_user_table(path, text_field)
     _check_texts(path, table, text_field)
     return table
 
