@@ -2,7 +2,7 @@
 the teacher's cosines of 5,000 random pairs of 1,000 held-out corpus sentences that no training pair contains.
 
     python scripts/agreement.py MODEL [MODEL ...] --teacher T --corpus a.txt,b.txt --train x.tsv,y.tsv \
-        --cache-dir runs/distill-v2/cache
+        --cache-dir runs/distill-v2/cache [--max-sentences N]
 
 Every model is measured on the same held-out sentences (the last of the corpus's seeded shuffle that no row of
 the --train files contains) and the teacher's cached embeddings, so the numbers compare with each other; a
@@ -25,9 +25,12 @@ def main() -> None:
     parser.add_argument("--corpus", required=True)
     parser.add_argument("--train", required=True)
     parser.add_argument("--cache-dir", type=Path, required=True)
+    parser.add_argument("--max-sentences", type=int, default=0,
+                        help="Only the first N of the corpus's seeded shuffle, as finetune --distill-max-sentences.")
     args = parser.parse_args()
     cfg = FinetuneConfig(model="", train=args.train.split(","), out="", teacher=args.teacher, distill_weight=1.0,
-                         distill_corpus=args.corpus, cache_dir=str(args.cache_dir))
+                         distill_corpus=args.corpus, distill_max_sentences=args.max_sentences,
+                         cache_dir=str(args.cache_dir))
     corpus = load_corpus(cfg, [load_dataset(Path(p)) for p in cfg.train], args.cache_dir, log=print)
     for model in args.models:
         print(f"{model}: agreement {agreement(Encoder.load(model, backend='torch'), corpus):.2f}")
