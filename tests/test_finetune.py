@@ -102,3 +102,14 @@ def test_validation_matryoshka_word_order_and_corpus_distillation(tmp_path, tiny
     assert run["validation"] is not None and run["matryoshka"] == "32,16,8"
     assert Encoder.load(out).dimensions == [32, 16, 8]
     assert Encoder.load(out).encode("你好", dimensions=8).shape == (8,)
+
+
+@pytest.mark.parametrize("mode", ["mean", "cls", "max", "lasttoken"])
+def test_training_pools_as_the_model_directory_says(tiny_bert, mode):
+    from zhembed.train.common import pooled
+
+    encoder = Encoder.load(tiny_bert, backend="torch")
+    encoder.config.pooling = mode
+    ids = encoder.tokenize(["你好", "今天天气很好，我们去公园吧"], 64)
+    trained = pooled(encoder.backend.model, encoder, ids).detach().numpy()
+    np.testing.assert_allclose(trained, encoder.embed_ids(ids, normalize=False), atol=1e-5)

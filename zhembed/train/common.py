@@ -44,10 +44,21 @@ def save_model(model, src_dir: Path, out: Path, run: dict, fp16: bool = True, di
             set_dimensions(tmp, dimensions)
 
 
-def mean_pool(hidden, mask):
-    """Mean over the unmasked tokens, in fp32 whatever the hidden states' precision."""
+def pool(hidden, mask, mode: str = "mean"):
+    """runtime.pooling.pool in torch, so a model trains as it serves (mean, cls, max, lasttoken), in fp32
+    whatever the hidden states' precision."""
+    import torch
+
     hidden = hidden.float()
     m = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "max":
+        return hidden.masked_fill(m == 0, -torch.inf).max(1).values
+    if mode == "lasttoken":
+        return hidden[torch.arange(len(hidden)), mask.sum(1) - 1]
+    if mode != "mean":
+        raise ZhembedError(f"pooling {mode!r} is not one this trainer knows (mean, cls, max, lasttoken)")
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
@@ -73,7 +84,7 @@ def autocast(precision: str):
 
 
 def pooled(model, encoder, ids: list[list[int]], precision: str = "fp32", group: int = 0):
-    """Mean-pooled fp32 embeddings of token-id lists, in their order. With `group` > 0 the texts run through
+    """fp32 embeddings of token-id lists, pooled as the model directory says, in their order. With `group` > 0 the texts run through
     the model in length-sorted groups of that many, each padded only to its own longest text (less padding
     for the same result)."""
     import torch
@@ -84,7 +95,8 @@ def pooled(model, encoder, ids: list[list[int]], precision: str = "fp32", group:
     with autocast(precision):
         for lo in range(0, len(ids), size):
             input_ids, mask = (torch.from_numpy(a) for a in encoder.pad([ids[i] for i in order[lo:lo + size]]))
-            parts.append(mean_pool(model(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask))
+            hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            parts.append(pool(hidden, mask, encoder.config.pooling))
     out = torch.cat(parts)
     return out[torch.from_numpy(np.argsort(order))] if group else out
 
