@@ -113,3 +113,15 @@ def test_training_pools_as_the_model_directory_says(tiny_bert, mode):
     ids = encoder.tokenize(["你好", "今天天气很好，我们去公园吧"], 64)
     trained = pooled(encoder.backend.model, encoder, ids).detach().numpy()
     np.testing.assert_allclose(trained, encoder.embed_ids(ids, normalize=False), atol=1e-5)
+
+
+def test_training_refuses_a_backend_without_a_torch_module(tiny_bert):
+    from types import SimpleNamespace
+
+    from zhembed.train.common import trainable_module
+
+    encoder = Encoder.load(tiny_bert, backend="torch")
+    assert trainable_module(encoder) is encoder.backend.model
+    encoder.backend = SimpleNamespace(name="onnx")
+    with pytest.raises(ZhembedError, match="training needs the torch backend, not onnx"):
+        trainable_module(encoder)

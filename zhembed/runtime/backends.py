@@ -29,9 +29,11 @@ def default_threads() -> int:
 
 
 class TorchBackend:
-    """transformers' AutoModel in fp32 on the CPU, without gradients."""
+    """transformers' AutoModel in fp32 on the CPU, without gradients. `model` is the torch module itself:
+    training (train/common.trainable_module) updates it in place, so encode sees the trained weights."""
 
     name = "torch"
+    model: object  # a transformers PreTrainedModel
 
     def __init__(self, model_dir: Path, num_threads: int | None = None):
         require("train", "the torch backend", ("torch", "transformers"))

@@ -44,6 +44,16 @@ def save_model(model, src_dir: Path, out: Path, run: dict, fp16: bool = True, di
             set_dimensions(tmp, dimensions)
 
 
+def trainable_module(encoder):
+    """The torch module behind an encoder loaded with backend="torch", in train mode."""
+    from ..runtime.backends import TorchBackend
+
+    if not isinstance(encoder.backend, TorchBackend):
+        raise ZhembedError(f"training needs the torch backend, not {encoder.backend.name}; load the model with "
+                           "backend='torch'")
+    return encoder.backend.model.train()
+
+
 def pool(hidden, mask, mode: str = "mean"):
     """runtime.pooling.pool in torch, so a model trains as it serves (mean, cls, max, lasttoken), in fp32
     whatever the hidden states' precision."""

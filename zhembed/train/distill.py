@@ -17,7 +17,7 @@ from ..errors import ZhembedError
 from ..modeldir import WEIGHTS_FILE, copy_model_files, read_model_config, update_config, write_json
 from ..runtime import Encoder
 from .common import (RUN_CONFIG, Batches, dev_spearman, lr_at, optimizer_step, resume_point, save_checkpoint,
-                     save_model, start_run)
+                     save_model, start_run, trainable_module)
 from ..textio import corpus_files, read_corpus
 from .teacher_cache import teacher_embeddings
 
@@ -115,7 +115,7 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
     # 2. The student: pruned vocabulary, chosen layers.
     init_dir = _student_init(cfg, work, log)
     encoder = Encoder.load(init_dir)
-    model = encoder.backend.model.train()
+    model = trainable_module(encoder)
     batches = Batches(encoder, sentences, cfg.max_length)
 
     # 3. Optimizer, schedule, resume.

@@ -26,7 +26,7 @@ from ..modeldir import write_json
 from ..runtime import Encoder
 from ..textio import read_corpus, read_lines
 from .common import (RUN_CONFIG, lr_at, optimizer_step, pooled, resume_point, save_checkpoint, save_model,
-                     start_run)
+                     start_run, trainable_module)
 from .teacher_cache import TEACHER_MAX_LENGTH, teacher_embeddings
 
 AGREEMENT_SENTENCES = 1000
@@ -334,7 +334,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
     dims = [int(d) for d in cfg.matryoshka.split(",") if d] if cfg.matryoshka else []
     if any(not 0 < d <= encoder.dim for d in dims):
         raise ZhembedError(f"--matryoshka sizes must lie in 1..{encoder.dim}, got {cfg.matryoshka}")
-    model = encoder.backend.model.train()
+    model = trainable_module(encoder)
     sampler = Sampler(datasets, cfg.batch_size, cfg.seed)
     total = int(sampler.steps_per_epoch * cfg.epochs)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
