@@ -6,7 +6,6 @@ Read top to bottom: config, student construction, data, the training loop with c
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,8 +15,8 @@ from ..atomic import replace_dir
 from ..errors import ZhembedError
 from ..modeldir import WEIGHTS_FILE, copy_model_files, read_model_config, update_config, write_json
 from ..runtime import Encoder
-from .common import (RUN_CONFIG, Batches, dev_spearman, lr_at, optimizer_step, resume_point, save_checkpoint,
-                     save_model, start_run, trainable_module)
+from .common import RUN_CONFIG, Batches, dev_spearman, save_model, start_run, trainable_module
+from .run import Run
 from ..textio import corpus_files, read_corpus
 from .teacher_cache import teacher_embeddings
 
@@ -98,8 +97,6 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, pool: int = 5
 
 
 def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
-    import torch
-
     work, out, ckpt_file = start_run(cfg, resume)
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / RUN_CONFIG, asdict(cfg))
@@ -121,30 +118,24 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
     # 3. Optimizer, schedule, resume.
     lengths = np.array([len(x) for x in batches.ids[:train_n]])
     steps_per_epoch = len(epoch_batches(lengths, cfg.batch_size, cfg.seed))
-    total = steps_per_epoch * cfg.epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    step, best = resume_point(ckpt_file, model, opt, asdict(cfg), resume, float("inf"), total, log)
+    run = Run.start(cfg, model, steps_per_epoch * cfg.epochs, ckpt_file, resume, float("inf"), log)
 
     # 4. Train.
-    start, start_step = time.time(), step
     plan: dict[int, list[np.ndarray]] = {}
-    while step < total:
-        epoch, within = divmod(step, steps_per_epoch)
+    while not run.done:
+        epoch, within = divmod(run.step, steps_per_epoch)
         if epoch not in plan:
             plan = {epoch: epoch_batches(lengths, cfg.batch_size, cfg.seed + epoch)}
-        rows = plan[epoch][within]
-        loss = _loss(model, batches, targets, rows, cfg)
-        optimizer_step(model, opt, loss, lr_at(step, total, cfg))
-        step += 1
-        if step % cfg.log_every == 0 or step == total:
-            rate = (step - start_step) * cfg.batch_size / (time.time() - start)
-            log(f"step {step}/{total} loss {loss.item():.6f} lr {lr_at(step - 1, total, cfg):.2e} "
-                f"({rate:.0f} sentences/s, {(total - step) * cfg.batch_size / rate / 60:.1f} min left)")
-        if step % cfg.eval_every == 0 or step == total:
-            best = _evaluate(model, encoder, batches, targets, train_n, init_dir, out, best, cfg, step, log)
-        if step % cfg.checkpoint_every == 0 or step == total:
-            save_checkpoint(ckpt_file, model, opt, step, best, asdict(cfg))
-    log(f"done: best dev MSE {best:.6f}; model in {out}")
+        loss = _loss(model, batches, targets, plan[epoch][within], cfg)
+        run.update(loss)
+        if run.due(cfg.log_every):
+            rate = run.steps_per_second() * cfg.batch_size
+            log(f"step {run.step}/{run.total} loss {loss.item():.6f} lr {run.lr:.2e} "
+                f"({rate:.0f} sentences/s, {run.minutes_left():.1f} min left)")
+        if run.due(cfg.eval_every):
+            run.best = _evaluate(model, encoder, batches, targets, train_n, init_dir, out, run.best, cfg, run.step, log)
+        run.checkpoint_if_due()
+    log(f"done: best dev MSE {run.best:.6f}; model in {out}")
     return out
 
 

@@ -14,7 +14,6 @@ Read top to bottom: config, data (with the contamination guard), losses, validat
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,8 +24,8 @@ from ..eval.suite import PairTask
 from ..modeldir import write_json
 from ..runtime import Encoder
 from ..textio import read_corpus, read_lines
-from .common import (RUN_CONFIG, lr_at, optimizer_step, pooled, resume_point, save_checkpoint, save_model,
-                     start_run, trainable_module)
+from .common import RUN_CONFIG, pooled, save_model, start_run, trainable_module
+from .run import Run
 from .teacher_cache import TEACHER_MAX_LENGTH, teacher_embeddings
 
 AGREEMENT_SENTENCES = 1000
@@ -306,8 +305,6 @@ def validation(encoder, held_out: list[Dataset]) -> dict[str, float]:
 
 
 def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
-    import torch
-
     work, out, ckpt_file = start_run(cfg, resume)
     datasets = [load_dataset(Path(p)) for p in cfg.train]
     if cfg.word_order_negatives:
@@ -336,27 +333,21 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
         raise ZhembedError(f"--matryoshka sizes must lie in 1..{encoder.dim}, got {cfg.matryoshka}")
     model = trainable_module(encoder)
     sampler = Sampler(datasets, cfg.batch_size, cfg.seed)
-    total = int(sampler.steps_per_epoch * cfg.epochs)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    step, best = resume_point(ckpt_file, model, opt, asdict(cfg), resume, -float("inf"), total, log)
+    run = Run.start(cfg, model, int(sampler.steps_per_epoch * cfg.epochs), ckpt_file, resume, -float("inf"), log)
 
-    start, start_step = time.time(), step
-    while step < total:
-        ds, rows = sampler.batch(step)
+    while not run.done:
+        ds, rows = sampler.batch(run.step)
         loss = step_loss(model, encoder, ds, rows, cfg, dims)
         if corpus is not None:
-            loss = loss + cfg.distill_weight * distill_loss(model, encoder, corpus, step, cfg)
-        optimizer_step(model, opt, loss, lr_at(step, total, cfg))
-        step += 1
-        if step % cfg.log_every == 0 or step == total:
-            rate = (step - start_step) / (time.time() - start)
-            log(f"step {step}/{total} {ds.name} loss {loss.item():.4f} ({rate:.2f} steps/s, "
-                f"{(total - step) / rate / 60:.1f} min left)")
-        if step % cfg.eval_every == 0 or step == total:
-            best = _evaluate(model, encoder, held_out, corpus, dims, best, step, total, cfg, out, log)
-        if step % cfg.checkpoint_every == 0 or step == total:
-            save_checkpoint(ckpt_file, model, opt, step, best, asdict(cfg))
-    log(f"done after {step} steps; model in {out}")
+            loss = loss + cfg.distill_weight * distill_loss(model, encoder, corpus, run.step, cfg)
+        run.update(loss)
+        if run.due(cfg.log_every):
+            log(f"step {run.step}/{run.total} {ds.name} loss {loss.item():.4f} ({run.steps_per_second():.2f} steps/s, "
+                f"{run.minutes_left():.1f} min left)")
+        if run.due(cfg.eval_every):
+            run.best = _evaluate(model, encoder, held_out, corpus, dims, run.best, run.step, run.total, cfg, out, log)
+        run.checkpoint_if_due()
+    log(f"done after {run.step} steps; model in {out}")
     return out
 
 

@@ -1,0 +1,69 @@
+"""The skeleton every transformer training loop shares: one `Run` holds the model, optimizer, step, best and
+total, resumes from its checkpoint, steps the schedule and says when logging, evaluation and checkpoints are due.
+A recipe (distill.py, finetune.py) keeps only its data, its loss and its evaluation, and reads top to bottom:
+
+    run = Run.start(cfg, model, total, ckpt_file, resume, fresh_best, log)
+    while not run.done:
+        run.update(loss_of(batch_at(run.step)))
+        if run.due(cfg.eval_every):
+            run.best = evaluate(...)
+        run.checkpoint_if_due()
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .common import lr_at, optimizer_step, resume_point, save_checkpoint
+
+
+@dataclass
+class Run:
+    cfg: object                  # the recipe's config dataclass (lr, warmup, checkpoint_every, ...)
+    model: object                # the torch module being trained
+    opt: object                  # its optimizer
+    total: int                   # steps in the whole run
+    ckpt_file: Path
+    step: int = 0
+    best: float = 0.0
+    started: float = field(default_factory=time.time)
+    start_step: int = 0
+
+    @classmethod
+    def start(cls, cfg, model, total: int, ckpt_file: Path, resume: bool, fresh_best: float, log) -> Run:
+        """AdamW (weight decay 0.01) over the model, resumed from the checkpoint when asked and one exists."""
+        import torch
+
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+        step, best = resume_point(ckpt_file, model, opt, asdict(cfg), resume, fresh_best, total, log)
+        return cls(cfg, model, opt, total, ckpt_file, step, best, start_step=step)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.total
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the step just taken (or of the first one)."""
+        return lr_at(max(self.step - 1, 0), self.total, self.cfg)
+
+    def update(self, loss) -> None:
+        """Backward and one optimizer step at the schedule's learning rate."""
+        optimizer_step(self.model, self.opt, loss, lr_at(self.step, self.total, self.cfg))
+        self.step += 1
+
+    def due(self, every: int) -> bool:
+        """Whether something done every `every` steps is due now (always at the last step)."""
+        return self.step % every == 0 or self.step == self.total
+
+    def steps_per_second(self) -> float:
+        return (self.step - self.start_step) / max(time.time() - self.started, 1e-9)
+
+    def minutes_left(self) -> float:
+        return (self.total - self.step) / max(self.steps_per_second(), 1e-9) / 60
+
+    def checkpoint_if_due(self) -> None:
+        if self.due(self.cfg.checkpoint_every):
+            save_checkpoint(self.ckpt_file, self.model, self.opt, self.step, self.best, asdict(self.cfg))
