@@ -19,15 +19,26 @@ from ..atomic import write_atomic
 from ..progress import progress
 
 
+def fingerprint(texts: Sequence[str], settings: str) -> str:
+    """A short hash of the settings and the texts, in order: the identity of an input."""
+    h = hashlib.sha256(settings.encode("utf-8"))
+    for text in texts:
+        h.update(text.encode("utf-8") + b"\0")
+    return h.hexdigest()[:16]
+
+
+def file_digest(path: Path, prefix: bytes = b"") -> str:
+    """A short hash of `prefix` and the file's bytes, read a megabyte at a time."""
+    h = hashlib.sha256(prefix)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 def chunk_names(texts: Sequence[str], settings: str, chunk: int) -> list[str]:
     """The file name of each chunk: a hash of the settings and of the chunk's texts."""
-    names = []
-    for lo in range(0, len(texts), chunk):
-        h = hashlib.sha256(settings.encode("utf-8") + b"\0" + str(chunk).encode())
-        for text in texts[lo:lo + chunk]:
-            h.update(text.encode("utf-8") + b"\0")
-        names.append(h.hexdigest()[:24] + ".npy")
-    return names
+    return [fingerprint(texts[lo:lo + chunk], f"{settings}\0{chunk}") + ".npy" for lo in range(0, len(texts), chunk)]
 
 
 def encode_resumable(texts: Sequence[str], encode: Callable[[list[str]], np.ndarray], work: Path, settings: str,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from ..modeldir import (WEIGHTS_FILE, SentenceConfig, find_onnx, is_static_dir, 
 from ..progress import progress
 from .backends import Backend, OnnxBackend, TorchBackend
 from .calibration import Calibration
+from .chunked import file_digest
 from .chunking import Passages, combine, token_windows
 from .locations import model_dir as find_model_dir
 from .pooling import normalize as normalize_rows
@@ -102,11 +102,7 @@ class Encoder:
     def model_id(self) -> str:
         """A short hash of the tokenizer and the weights this encoder runs: two encoders with the same id give
         the same vectors. Indexes record it, so a query is never encoded by another model."""
-        digest = hashlib.sha256(self.tokenizer.to_str().encode("utf-8"))
-        with open(self.backend.weights_file, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        return digest.hexdigest()[:16]
+        return file_digest(self.backend.weights_file, self.tokenizer.to_str().encode("utf-8"))
 
     @property
     def prompt(self) -> str:

@@ -11,7 +11,6 @@ one `Encoder.encode` call and written atomically as OUT/<file>-<nnnnn>.parquet (
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from ..atomic import write_atomic, write_text_atomic
 from ..errors import ZhembedError
 from ..progress import progress
 from ..runtime import Encoder, model_dir
+from ..runtime.chunked import file_digest
 from ..textio import read_table as read_user_table
 
 INPUT_SUFFIXES = (".parquet", ".jsonl", ".json", ".tsv", ".txt")
@@ -123,18 +123,10 @@ def _resolve_model(cfg: EmbedConfig) -> EmbedConfig:
     return EmbedConfig(**{**asdict(cfg), "model": str(model)})
 
 
-def content_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
 def _check_manifest(out: Path, cfg: EmbedConfig, files: list[Path]) -> None:
     """A rerun must use the same settings and the same input contents as the shards already written, or
     they would not match (an input that grew would leave rows out)."""
-    manifest = {"config": asdict(cfg), "inputs": {str(f.resolve()): content_hash(f) for f in files}}
+    manifest = {"config": asdict(cfg), "inputs": {str(f.resolve()): file_digest(f) for f in files}}
     path = out / MANIFEST
     if path.exists() and json.loads(path.read_text(encoding="utf-8")) != manifest:
         raise ZhembedError(f"{out} was written from other input contents or settings (see {path}); "

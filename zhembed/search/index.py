@@ -18,7 +18,6 @@ Writers take DIR/.lock, so two `add`s run one after the other and neither loses 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import re
 import shutil
@@ -33,7 +32,7 @@ import numpy as np
 from ..atomic import write_text_atomic
 from ..errors import ZhembedError
 from ..runtime import Encoder
-from ..runtime.chunked import encode_resumable
+from ..runtime.chunked import encode_resumable, fingerprint
 from ..runtime.pooling import truncate
 from ..textio import Records
 from . import ann as ann_lib
@@ -228,11 +227,9 @@ def live_generation(path: Path) -> Path | None:
     return path / name
 
 
-def fingerprint(records: Records, model: str | None, backend: str, max_length: int) -> str:
-    h = hashlib.sha256(json.dumps([model, backend, max_length, CHUNK]).encode())
-    for text in records.texts:
-        h.update(text.encode("utf-8") + b"\0")
-    return h.hexdigest()[:16]
+def input_key(records: Records, model: str | None, backend: str, max_length: int) -> str:
+    """The identity of one `index build`/`add` input, recorded in the index so a rerun adds nothing twice."""
+    return fingerprint(records.texts, json.dumps([model, backend, max_length, CHUNK]))
 
 
 def write_index(path: Path, meta: dict, vectors: np.ndarray, ids: Sequence, texts: Sequence[str], ann_kind: str,
@@ -301,9 +298,9 @@ def _build_locked(records: Records, out: Path, encoder, model: str | None, sourc
         precision, dimensions = existing.meta.get("precision", "fp32"), existing.dimensions
         chunk, rerank = bool(existing.meta.get("chunk")), existing.meta.get("rerank")
     work = out / ".partial"
-    input_key = fingerprint(records, model, encoder.backend.name, max_length) + ("+chunk" if chunk else "")
+    key = input_key(records, model, encoder.backend.name, max_length) + ("+chunk" if chunk else "")
     if existing is not None:  # a rerun of a command that completed (perhaps killed just after): nothing to do
-        done = input_key in existing.meta.get("inputs", []) if append else existing.meta.get("inputs") == [input_key]
+        done = key in existing.meta.get("inputs", []) if append else existing.meta.get("inputs") == [key]
         if not done and not append:
             raise ZhembedError(f"{out} already holds an index; use `zhembed index add` to extend it, or another --out")
         if done:  # the caller sees the same generation come back
@@ -330,7 +327,7 @@ def _build_locked(records: Records, out: Path, encoder, model: str | None, sourc
         texts = list(previous.texts) + texts
         if chunk:
             spans = list(zip(Column(previous.records, 2), Column(previous.records, 3))) + spans
-    inputs = (previous.meta.get("inputs", []) if previous else []) + [input_key]
+    inputs = (previous.meta.get("inputs", []) if previous else []) + [key]
     meta = {"format": 2, "model": model, "backend": encoder.backend.name, "model_id": encoder.model_id,
             "dim": encoder.dim, "dimensions": dimensions, "precision": precision, "max_length": max_length,
             "chunk": chunk, "documents": documents + len(records.texts), "sources": sources, "inputs": inputs,
