@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,3 +113,31 @@ def test_encoding_commands_need_no_extra(monkeypatch, capsys, tmp_path):
     assert code == 0 and scores[0] > scores[1]
     code, out, _ = run(monkeypatch, capsys, "info")
     assert code == 0 and "model_qint8.onnx" in out
+
+
+def test_training_options_take_their_defaults_from_the_recipes_configs():
+    from dataclasses import MISSING, fields
+
+    import typer
+
+    from zhembed.cli import app
+    from zhembed.train.distill import DistillConfig
+    from zhembed.train.finetune import FinetuneConfig
+    from zhembed.train.static import StaticConfig
+
+    commands = typer.main.get_command(app).commands
+    for name, config in (("distill", DistillConfig), ("finetune", FinetuneConfig), ("distill-static", StaticConfig)):
+        options = {p.name: p.default for p in commands[name].params}
+        for f in fields(config):
+            if f.name in options and f.default not in (MISSING, "") and options[f.name] is not None:
+                assert str(options[f.name]) == str(f.default), (name, f.name, options[f.name], f.default)
+
+
+def test_config_from_keeps_none_where_the_field_means_unset():
+    from zhembed.cli.common import config_from
+    from zhembed.scale.embed_dataset import EmbedConfig
+    from zhembed.train.finetune import FinetuneConfig
+
+    assert config_from(EmbedConfig, {"model": None, "threads": None, "batch_size": 8}) == EmbedConfig(batch_size=8)
+    cfg = config_from(FinetuneConfig, {"model": "m", "out": Path("o"), "teacher": None}, train=["a.tsv"])
+    assert (cfg.out, cfg.teacher, cfg.train) == ("o", "", ["a.tsv"])

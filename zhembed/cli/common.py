@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Optional
 
 import typer
@@ -37,3 +39,25 @@ def read_user_records(path: Path, text_field: str | None, id_field: str | None =
     if records.skipped:
         typer.echo(f"zhembed: skipped {len(records.skipped)} bad lines of {records.total}", err=True)
     return records
+
+
+def defaults(config_class) -> SimpleNamespace:
+    """The defaults of a config dataclass's fields, for a command's options: each is written once, there."""
+    return SimpleNamespace(**{f.name: f.default for f in fields(config_class) if f.default is not MISSING})
+
+
+def config_from(config_class, given: dict, **overrides):
+    """The config from a command's parameters of the same names (a Path as a string; None as "" where the field's
+    default is "", else None), then
+    `overrides` for the fields the command reads differently (comma lists, resolved model paths)."""
+    values = {}
+    for f in fields(config_class):
+        if f.name in overrides:
+            values[f.name] = overrides[f.name]
+        elif f.name in given:
+            value = given[f.name]
+            if value is None:
+                values[f.name] = "" if f.default == "" else None
+            else:
+                values[f.name] = str(value) if isinstance(value, Path) else value
+    return config_class(**values)

@@ -8,25 +8,28 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import ZhembedError, require
-from .common import BackendOpt, BatchOpt, MaxLenOpt, ModelOpt, app
+from ..scale.embed_dataset import EmbedConfig
+from .common import BackendOpt, BatchOpt, MaxLenOpt, ModelOpt, app, config_from, defaults
+
+E = defaults(EmbedConfig)  # every default is written once, in EmbedConfig
 
 
 @app.command("embed-dataset")
-def embed_dataset_cmd(input: Annotated[Path, typer.Option("--input", "-i", help="A Parquet, JSONL or text file, or a folder of them.")],
+def embed_dataset_cmd(input: Annotated[Path, typer.Option("--input", "-i", help="A Parquet, JSONL, TSV (with a header row) or text file, or a folder of them.")],
                       output: Annotated[Path, typer.Option("--output", "-o", help="Folder of Parquet shards (input columns + embedding).")],
                       engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data actor pool).")] = "local",
                       ray_address: Annotated[Optional[str], typer.Option(help="Connect to this Ray cluster (default: start a local one).")] = None,
                       actors: Annotated[int, typer.Option(help="Ray actors; each loads the model once.")] = 2,
-                      threads: Annotated[Optional[int], typer.Option(help="Model threads per actor (Ray: 1; local: all cores).")] = None,
-                      model: ModelOpt = None, backend: BackendOpt = "auto",
-                      text_field: Annotated[str, typer.Option(help="The column (field) holding the text.")] = "text",
-                      batch_size: BatchOpt = 64, max_length: MaxLenOpt = 128,
-                      rows_per_shard: Annotated[int, typer.Option(help="Rows per output shard (the unit of resume).")] = 10_000):
+                      threads: Annotated[Optional[int], typer.Option(help="Model threads per actor (Ray: 1; local: all cores).")] = E.threads,
+                      model: ModelOpt = E.model, backend: BackendOpt = E.backend,
+                      text_field: Annotated[str, typer.Option(help="The column (field) holding the text.")] = E.text_field,
+                      batch_size: BatchOpt = E.batch_size, max_length: MaxLenOpt = E.max_length,
+                      rows_per_shard: Annotated[int, typer.Option(help="Rows per output shard (the unit of resume).")] = E.rows_per_shard):
     """Embed a dataset into Parquet shards, locally or on Ray; a rerun skips the shards already written."""
     require("scale", "zhembed embed-dataset")
-    from ..scale.embed_dataset import EmbedConfig, embed_dataset
+    from ..scale.embed_dataset import embed_dataset
 
-    cfg = EmbedConfig(model, backend, text_field, batch_size, max_length, rows_per_shard, threads)
+    cfg = config_from(EmbedConfig, locals())
     embed_dataset(input, output, cfg, engine, ray_address, actors, log=lambda msg: typer.echo(msg, err=True))
 
 
