@@ -27,7 +27,8 @@ def run_info(model: Path) -> dict:
 def evaluate(model: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "eval.json"
-        subprocess.run([sys.executable, "-m", "zhembed", "eval", str(model), "--json", str(report)], check=True,
+        subprocess.run([sys.executable, "-m", "zhembed", "eval", str(model), "--backend", "torch", "--json", str(report)],
+                       check=True,
                        stdout=subprocess.DEVNULL)
         return json.loads(report.read_text(encoding="utf-8"))["models"][0]
 
