@@ -141,3 +141,25 @@ def test_config_from_keeps_none_where_the_field_means_unset():
     assert config_from(EmbedConfig, {"model": None, "threads": None, "batch_size": 8}) == EmbedConfig(batch_size=8)
     cfg = config_from(FinetuneConfig, {"model": "m", "out": Path("o"), "teacher": None}, train=["a.tsv"])
     assert (cfg.out, cfg.teacher, cfg.train) == ("o", "", ["a.tsv"])
+
+
+def test_embed_dataset_options_match_embed_config():
+    from dataclasses import asdict
+
+    from zhembed.cli.scale import E
+    from zhembed.scale.embed_dataset import EmbedConfig
+
+    assert vars(E) == asdict(EmbedConfig())
+
+
+def test_the_cli_loads_without_the_extras():
+    """The core install has no torch, transformers, pyarrow, sklearn or fastapi: `zhembed --help` must still run."""
+    blocked = ["torch", "transformers", "pyarrow", "sklearn", "fastapi", "uvicorn", "faiss", "ray", "model2vec"]
+    code = ("import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.split('.')[0] in {blocked!r}: raise ImportError('blocked: ' + name)\n"
+            "sys.meta_path.insert(0, Block())\nfrom zhembed.cli import app\nimport typer\n"
+            "typer.main.get_command(app)\nprint('ok')")
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
