@@ -48,8 +48,8 @@ def defaults(config_class) -> SimpleNamespace:
 
 def config_from(config_class, given: dict, **overrides):
     """The config from a command's parameters of the same names (a Path as a string; None as "" where the field's
-    default is "", else None), then
-    `overrides` for the fields the command reads differently (comma lists, resolved model paths)."""
+    default is "", else None), then `overrides` for the fields the command reads differently (comma lists,
+    resolved model paths)."""
     values = {}
     for f in fields(config_class):
         if f.name in overrides:

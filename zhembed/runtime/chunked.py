@@ -50,13 +50,16 @@ def encode_resumable(texts: Sequence[str], encode: Callable[[list[str]], np.ndar
     work.mkdir(parents=True, exist_ok=True)
     paths = [work / name for name in chunk_names(texts, f"{settings}|{np.dtype(dtype).name}", chunk)]
     done = sum(min(chunk, len(texts) - i * chunk) for i, p in enumerate(paths) if p.exists())
+    out = np.zeros((0, 0), dtype=dtype)
     with progress(None, show_progress, total=len(texts), initial=done, desc=desc, unit="text") as bar:
         for i, path in enumerate(paths):
-            if not path.exists():
+            if path.exists():
+                part = np.load(path)
+            else:
                 part = np.asarray(encode(list(texts[i * chunk:(i + 1) * chunk])), dtype=dtype)
                 write_atomic(path, lambda f, part=part: np.save(f, part))
                 bar.update(len(part))
-    if not paths:
-        return np.zeros((0, 0), dtype=dtype)
-    parts = [np.load(p) for p in paths]
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+            if i == 0:  # one array filled chunk by chunk: no second copy of the whole corpus
+                out = np.empty((len(texts), part.shape[1]), dtype=dtype)
+            out[i * chunk:i * chunk + len(part)] = part
+    return out
