@@ -125,3 +125,15 @@ def test_training_refuses_a_backend_without_a_torch_module(tiny_bert):
     encoder.backend = SimpleNamespace(name="onnx")
     with pytest.raises(ZhembedError, match="training needs the torch backend, not onnx"):
         trainable_module(encoder)
+
+
+def test_size_exponent_draws_small_files_more_often_and_keeps_the_epoch():
+    from zhembed.train.finetune import Dataset, Sampler
+
+    big, small = (Dataset(n, "cosent", rows=[("a", "b", 1.0)] * k) for n, k in (("big", 9000), ("small", 1000)))
+    by_size, even = Sampler([big, small], 10, 0), Sampler([big, small], 10, 0, size_exponent=0.0)
+    assert by_size.steps_per_epoch == even.steps_per_epoch == 1000
+    assert (by_size.choice == 1).mean() == pytest.approx(0.1, abs=0.01)
+    assert (even.choice == 1).mean() == pytest.approx(0.5, abs=0.01)
+    ds, rows = even.batch(7)
+    assert len(rows) == 10 and ds in (big, small)

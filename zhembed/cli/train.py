@@ -69,6 +69,7 @@ def finetune(model: Annotated[str, typer.Option(help="The model to fine-tune (e.
              work_dir: Annotated[Path, typer.Option(help="Checkpoints (git-ignored).")] = Path(F.work_dir),
              checkpoint_every: int = F.checkpoint_every, eval_every: int = F.eval_every, threads: ThreadsOpt = F.threads, precision: PrecisionOpt = F.precision,
              group_size: Annotated[int, typer.Option(help="Texts per forward pass, length-sorted (0: a step's texts at once).")] = F.group_size,
+             size_exponent: Annotated[float, typer.Option(help="Draw a step's file with probability ∝ rows**this (1: by size; 0.5: small files more often; 0: evenly).")] = F.size_exponent,
              resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
     """Fine-tune on labelled pairs: CoSENT for scores and labels, in-batch ranking for NLI triples."""
     require("train", "zhembed finetune")

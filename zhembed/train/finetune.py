@@ -51,6 +51,7 @@ class FinetuneConfig:
     threads: int = 0
     precision: str = "auto"       # the forward pass: "bf16" autocast, "fp32", or "auto" (bf16 where the CPU has it)
     group_size: int = 32          # texts per forward pass, length-sorted so each pads little (0: a step's texts at once)
+    size_exponent: float = 1.0    # a step's file is drawn with probability ∝ rows**this (1: by size; 0: evenly)
     epochs: float = 1.0
     batch_size: int = 32
     lr: float = 5e-5
@@ -200,14 +201,16 @@ def matryoshka_loss(loss_fn, embeddings, dims: list[int]):
 
 
 class Sampler:
-    """Per step: a dataset drawn in proportion to its size, then the next batch of its own shuffle."""
+    """Per step: a dataset drawn with probability ∝ size**size_exponent, then the next batch of its own shuffle.
+    An epoch is as many steps as the rows of all datasets fill, whatever the exponent."""
 
-    def __init__(self, datasets: list[Dataset], batch_size: int, seed: int):
+    def __init__(self, datasets: list[Dataset], batch_size: int, seed: int, size_exponent: float = 1.0):
         self.datasets, self.batch_size, self.seed = datasets, batch_size, seed
         sizes = np.array([len(d.rows) for d in datasets], dtype=float)
         self.steps_per_epoch = int(sizes.sum() // batch_size)
+        weights = sizes ** size_exponent
         self.choice = np.random.default_rng(seed).choice(len(datasets), size=self.steps_per_epoch * 100,
-                                                         p=sizes / sizes.sum())
+                                                         p=weights / weights.sum())
 
     def batch(self, step: int) -> tuple[Dataset, np.ndarray]:
         """Deterministic in `step`, so a resumed run sees the same batches."""
@@ -332,7 +335,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
     if any(not 0 < d <= encoder.dim for d in dims):
         raise ZhembedError(f"--matryoshka sizes must lie in 1..{encoder.dim}, got {cfg.matryoshka}")
     model = trainable_module(encoder)
-    sampler = Sampler(datasets, cfg.batch_size, cfg.seed)
+    sampler = Sampler(datasets, cfg.batch_size, cfg.seed, cfg.size_exponent)
     run = Run.start(cfg, model, int(sampler.steps_per_epoch * cfg.epochs), ckpt_file, resume, -float("inf"), log)
 
     while not run.done:
