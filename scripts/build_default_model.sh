@@ -4,6 +4,7 @@
 #
 #   scripts/build_default_model.sh            # run every stage not yet finished; resume the interrupted one
 #   scripts/build_default_model.sh --list     # which stages are finished
+#   ONLY=teacher,finetune-c scripts/build_default_model.sh   # run just these stages (the rest are skipped)
 #
 # Every stage writes under $RUNS (default runs/build, git-ignored). A finished stage leaves
 # $RUNS/stages/NAME.done holding its command; a rerun skips it, and refuses to go on when that stage's
@@ -27,6 +28,7 @@ mkdir -p "$RUNS/stages" "$(dirname "$STAGE_LOG")"
 stage() {  # stage NAME COMMAND...: run COMMAND once; skip it when finished with the same command
   local name=$1; shift
   local done_file="$RUNS/stages/$name.done" command="$*"
+  if [[ ${ONLY:-} && ",$ONLY," != *",$name,"* ]]; then echo "stage $name: not in ONLY, skipped" >&2; return; fi
   if [[ -f $done_file ]]; then
     if [[ $(cat "$done_file") != "$command" ]]; then
       echo "stage $name finished with another command; remove $done_file (and the later stages' files) to redo it" >&2
