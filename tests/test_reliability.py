@@ -42,7 +42,7 @@ def test_a_signal_never_reports_success_nor_leaves_complete_looking_output(tmp_p
     assert child.poll() is None, "the command finished before the signal; make the input larger"
     child.send_signal(sig)
     _, err = child.communicate(timeout=60)
-    assert child.returncode == code and word in err and "Traceback" not in err
+    assert child.returncode == code and word in err and "Traceback" not in err, (child.returncode, err[-3000:])
     if command == "encode":
         assert not out.exists()
     else:
@@ -180,3 +180,18 @@ def test_an_immutable_output_is_one_line_before_the_work(tmp_path, tiny_bert):
         assert result.returncode == 2 and "cannot be written" in result.stderr and "Traceback" not in result.stderr
     finally:
         subprocess.run(["chattr", "-i", str(target)])
+
+
+def test_after_a_signal_nothing_is_committed_even_when_a_library_swallowed_it(tmp_path, monkeypatch):
+    from zhembed import atomic
+
+    monkeypatch.setattr(atomic, "_signals", [])
+    try:
+        atomic.stop(signal.SIGINT)
+    except BaseException:  # as a library's broad handler would, letting the work run on
+        pass
+    with pytest.raises(atomic.Stopped):
+        atomic.write_text_atomic(tmp_path / "v.jsonl", "{}\n")
+    with pytest.raises(atomic.Stopped), atomic.replace_dir(tmp_path / "idx") as tmp:
+        (tmp / "CURRENT").write_text("1")
+    assert not list(tmp_path.iterdir())

@@ -2,6 +2,9 @@
 
 Each write goes to a temporary file beside the target, is flushed and fsynced, then renamed over the target,
 and the folder is fsynced so that the rename itself is on disk.
+
+After a signal (`stop`), no write is committed: a library that swallows the signal's exception and lets the
+work run on still cannot leave output that looks complete.
 """
 
 from __future__ import annotations
@@ -12,6 +15,28 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+
+class Stopped(BaseException):
+    """A signal (SIGINT, SIGTERM) stopped the process; raised where it was, as KeyboardInterrupt would be."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_signals: list[int] = []  # the signals received: set by `stop` (the CLI's handler), read before every commit
+
+
+def stop(signum: int, frame: object = None) -> None:
+    """A signal handler: from now on refuse every commit, and raise Stopped where the process is."""
+    _signals.append(signum)
+    raise Stopped(signum)
+
+
+def _check_not_stopped() -> None:
+    if _signals:
+        raise Stopped(_signals[0])
 
 
 def fsync_dir(path: Path) -> None:
@@ -33,6 +58,7 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        _check_not_stopped()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -63,6 +89,7 @@ def replace_dir(target: Path) -> Iterator[Path]:
                 with open(path, "rb") as f:
                     os.fsync(f.fileno())
         shutil.rmtree(old, ignore_errors=True)
+        _check_not_stopped()
         if target.exists():
             target.rename(old)
         tmp.rename(target)

@@ -10,6 +10,7 @@ import sys
 import click
 import typer
 
+from ..atomic import Stopped, stop
 from ..errors import ZhembedError
 from . import encode, eval, make, scale, search, serve, train  # noqa: F401  (each registers its commands)
 from .common import app
@@ -24,14 +25,7 @@ ABORTS = tuple({click.exceptions.Abort, typer.Abort})
 
 
 INTERRUPTED = "zhembed: interrupted (nothing was written for the unfinished step)"
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised where the process is, so writers clean up as they do for Ctrl-C."""
-
-
-def _terminate(signum, frame):
-    raise Terminated
+TERMINATED = "zhembed: terminated (nothing was written for the unfinished step)"
 
 
 def os_error_line(e: OSError) -> str:
@@ -49,8 +43,12 @@ def os_error_line(e: OSError) -> str:
 
 def main() -> None:
     """Entry point: run the app, turning user mistakes into one line on stderr. Ctrl-C exits with status 130
-    and SIGTERM with 143, each with one line (writers leave no partial output: they write through atomic)."""
-    signal.signal(signal.SIGTERM, _terminate)
+    and SIGTERM with 143, each with one line (writers leave no partial output: they write through atomic, which
+    commits nothing after a signal). Both signals raise atomic.Stopped rather than KeyboardInterrupt: CPython 3.11
+    exits by SIGINT, whatever the handler did, when a KeyboardInterrupt passed through an extension's nested
+    PyRun call (torch's lazy imports), and a library may swallow one and carry on."""
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
         code = app(standalone_mode=False)
     except ZhembedError as e:
@@ -62,19 +60,14 @@ def main() -> None:
     except OSError as e:
         typer.echo(f"zhembed: error: {os_error_line(e)}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo(INTERRUPTED, err=True)
-        sys.exit(130)
-    except Terminated:
-        typer.echo("zhembed: terminated (nothing was written for the unfinished step)", err=True)
-        sys.exit(143)
+    except Stopped as e:
+        typer.echo(INTERRUPTED if e.signum == signal.SIGINT else TERMINATED, err=True)
+        sys.exit(128 + e.signum)
     except USAGE_ERRORS as e:
         e.show()
         sys.exit(e.exit_code)
     except ABORTS:
         typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
-    if isinstance(code, int) and code:  # typer returns, rather than raises, Exit codes and 130 for Ctrl-C
-        if code == 130:
-            typer.echo(INTERRUPTED, err=True)
+    if isinstance(code, int) and code:  # typer returns, rather than raises, Exit codes
         sys.exit(code)
