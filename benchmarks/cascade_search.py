@@ -23,7 +23,8 @@ import numpy as np
 
 from zhembed import Encoder
 from zhembed.eval.speed import cpu_name
-from zhembed.search.index import Index, build_index
+from zhembed.search.build import BuildSpec, build_index
+from zhembed.search.index import Index
 from zhembed.textio import Records
 
 RESULTS = Path(__file__).parent / "results"
@@ -44,8 +45,7 @@ def task(queries: int = 300, distractors: int = 3000, seed: int = 0) -> tuple[li
 def build(corpus: list[str], encoder: Encoder, work: Path, rerank: dict | None = None) -> tuple[Index, float]:
     shutil.rmtree(work, ignore_errors=True)
     start = time.perf_counter()
-    index = build_index(Records(texts=corpus), work, encoder, str(encoder.path), "lcqmc", ann="exact",
-                        show_progress=False, rerank=rerank)
+    index = build_index(Records(texts=corpus), work, encoder, BuildSpec(model=str(encoder.path), ann="exact", rerank=rerank), "lcqmc")
     return index, time.perf_counter() - start
 
 

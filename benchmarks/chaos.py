@@ -4,7 +4,8 @@
 
 1. kill -9 at random moments of `zhembed index build` and `zhembed index add` (half each), then the same
    command again until it completes: after every kill the index must load (once it exists), and at the end
-   every text is in it exactly once.
+   every text is in it exactly once. Then 8 small adds, each killed once at a random moment (in encoding, a
+   segment write, a merge or the commit) and rerun: every text exactly once.
 2. 2 and 4 concurrent `zhembed index add` of different files: every text exactly once.
 3. A fuzz of hostile and malformed requests against `zhembed serve` (the issue's list plus random JSON):
    5xx responses, dropped connections, and /health checked every 10 requests.
@@ -15,7 +16,7 @@
 6. Slow clients (heads trickled a byte at a time) and 1 MB headers against the server: /health polled
    throughout, and the server's memory (RSS) sampled during the fuzz and these attacks.
 7. One 5M-character line through `encode` and `index build`: wall time and peak memory.
-Writes benchmarks/results/chaos.{json,md}.
+Writes benchmarks/results/chaos.{json,md}. `--index-only` runs 1 and 2 and prints them.
 """
 
 from __future__ import annotations
@@ -94,6 +95,32 @@ def kill_and_resume(work: Path, texts: list[str], kills: int, rng: random.Random
     lost, duplicated = exactly_once(out, texts)
     return {"runs": runs, "killed": killed, "unloadable_after_kill": unloadable, "lost": lost,
             "duplicated": duplicated}
+
+
+def kill_many_adds(work: Path, texts: list[str], adds: int, rng: random.Random) -> dict:
+    """`adds` small `index add`s, each killed once at a random moment and then rerun: the newest segments
+    merge as they go, so kills land in encoding, segment writes, merges and commits. Every text once at the end."""
+    parts = [texts[i::adds + 1] for i in range(adds + 1)]
+    out = work / "many-adds"
+    subprocess.run([*ZHEMBED, "index", "build", "--input", str(write_lines(work / "m0.txt", parts[0])), "--out", str(out)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed, unloadable = 0, 0
+    for i, part in enumerate(parts[1:], 1):
+        command = [*ZHEMBED, "index", "add", str(out), "--input", str(write_lines(work / f"m{i}.txt", part))]
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.5, 3.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait()
+        try:
+            Index.load(out)
+        except Exception:
+            unloadable += 1
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lost, duplicated = exactly_once(out, texts)
+    return {"adds": adds, "killed": killed, "unloadable_after_kill": unloadable, "lost": lost, "duplicated": duplicated,
+            "segments": len(Index.load(out).meta.segments)}
 
 
 def concurrent_adds(work: Path, texts: list[str], writers: int) -> dict:
@@ -375,6 +402,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--mixed-only", action="store_true", help="Only the mixed load (4.), twice, printed.")
+    parser.add_argument("--index-only", action="store_true", help="Only the index writers (1., 2.), printed.")
     args = parser.parse_args()
     if args.mixed_only:
         return print_mixed_load(args.short)
@@ -387,8 +415,12 @@ def main() -> None:
         os.environ.setdefault("ZHEMBED_HOME", str(work / "home"))
         doc["kill_and_resume"] = kill_and_resume(work, texts, args.kills, rng)
         print("kill -9 and resume:", doc["kill_and_resume"], flush=True)
+        doc["kill_many_adds"] = kill_many_adds(work, texts[:8000], 8, rng)
+        print("kill -9 in each of many adds:", doc["kill_many_adds"], flush=True)
         doc["concurrent_adds"] = [concurrent_adds(work, texts[:4000], w) for w in (2, 4)]
         print("concurrent adds:", doc["concurrent_adds"], flush=True)
+        if args.index_only:
+            return
         index = work / "concurrent-2"
         doc["signals"] = interrupted(work, texts)
         print("signals:", doc["signals"], flush=True)
@@ -411,6 +443,10 @@ def main() -> None:
         "| check | result |", "|---|---|",
         f"| kill -9 during index build/add, then resume | {k['killed']} kills in {k['runs']} runs; unloadable after a kill: "
         f"{k['unloadable_after_kill']}; texts lost {k['lost']}, duplicated {k['duplicated']} of {len(texts)} |",
+        f"| kill -9 once in each of {doc['kill_many_adds']['adds']} small adds, then rerun | "
+        f"{doc['kill_many_adds']['killed']} kills; unloadable after a kill: {doc['kill_many_adds']['unloadable_after_kill']}; "
+        f"lost {doc['kill_many_adds']['lost']}, duplicated {doc['kill_many_adds']['duplicated']}; "
+        f"{doc['kill_many_adds']['segments']} segments at the end |",
         *[f"| {c['writers']} concurrent `index add` | exit codes {c['exit_codes']}; lost {c['lost']}, duplicated "
           f"{c['duplicated']} |" for c in doc["concurrent_adds"]],
         f"| server fuzz, {f['requests']} hostile requests | statuses {f['statuses']}; 5xx {f['5xx']}; dropped connections "

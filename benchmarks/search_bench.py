@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,9 @@ import numpy as np
 from zhembed import Encoder
 from zhembed.eval.speed import cpu_name
 from zhembed.search import ann as ann_lib
-from zhembed.search import index as ix
+from zhembed.search import store
+from zhembed.search.build import BuildSpec, build_index
+from zhembed.search.index import Index
 from zhembed.textio import Records, read_lines
 
 RESULTS = Path(__file__).parent / "results"
@@ -59,7 +62,7 @@ def corpus_section(data: Path, work: Path, max_sentences: int, queries: list[str
     encoder = Encoder.load(None)
     shutil.rmtree(work / "corpus-index", ignore_errors=True)
     start = time.perf_counter()
-    index = ix.build_index(Records(texts=texts), work / "corpus-index", encoder, None, "sentences.txt", ann="hnsw")
+    index = build_index(Records(texts=texts), work / "corpus-index", encoder, BuildSpec(ann="hnsw", show_progress=True), "sentences.txt")
     build_s = time.perf_counter() - start
     size = sum(p.stat().st_size for p in (work / "corpus-index").rglob("*") if p.is_file())
     index.search(queries[:10], K)
@@ -74,8 +77,8 @@ def corpus_section(data: Path, work: Path, max_sentences: int, queries: list[str
         alone.append(time.perf_counter() - t1)
     vectors = index.vectors()
     exact = ann_lib.build(vectors, "fp32", "exact").search(query_vectors, K)[1]
-    ann = index.ann.search(query_vectors, K)[1]
-    doc = {"sentences": len(texts), "backend": encoder.backend.name, "faiss_index": index.meta["faiss_index"],
+    ann = index.nearest(query_vectors, K)[1]
+    doc = {"sentences": len(texts), "backend": encoder.backend.name, "faiss_index": index.meta.faiss_index,
            "build_seconds": round(build_s, 1), "build_sentences_per_s": round(len(texts) / build_s, 1),
            "index_mb": round(size / 2**20, 1), "query_latency": percentiles(full), "search_only_latency": percentiles(alone),
            "recall_at_10": round(recall_at_k(ann, exact), 4), "queries": len(queries)}
@@ -98,16 +101,16 @@ def precision_section(work: Path, queries: list[str], query_vectors: np.ndarray,
     """The corpus index at fp32 (HNSW), int8 and binary (IVF, rescored): memory added by loading it (RSS,
     in a new process), recall@10 against exact fp32 search, and query latency (encode + search)."""
     exact = ann_lib.build(vectors, "fp32", "exact").search(query_vectors, K)[1]
-    base = ix.Index.load(work / "corpus-index")
+    base = Index.load(work / "corpus-index")
     rows = {}
     for precision in ann_lib.PRECISIONS:
         path = work / "corpus-index" if precision == "fp32" else work / f"corpus-{precision}"
         if precision != "fp32":
             shutil.rmtree(path, ignore_errors=True)
-            with ix.writer_lock(path):
-                ix.write_index(path, {**base.meta, "precision": precision}, vectors, list(base.ids),
-                               list(base.texts), "hnsw")
-        index = ix.Index.load(path, base.encoder)
+            with store.writer_lock(path):
+                segment = store.write_segment(path, vectors, list(base.ids), list(base.texts), None, precision, "hnsw")
+                store.commit(path, replace(base.meta, precision=precision, ann="hnsw", segments=(segment,)))
+        index = Index.load(path, base.encoder)
         rss = [float(subprocess.run([sys.executable, "-c", RSS_AFTER_LOAD, str(path)], check=True,
                                     capture_output=True, text=True).stdout.split()[0]) for _ in range(3)]
         index.search(queries[:10], K)
@@ -116,8 +119,8 @@ def precision_section(work: Path, queries: list[str], query_vectors: np.ndarray,
             t0 = time.perf_counter()
             index.search(q, K)
             times.append(time.perf_counter() - t0)
-        found = index.ann.search(query_vectors, K)[1]
-        rows[precision] = {"faiss_index": index.meta["faiss_index"], "rss_after_load_mb": round(statistics.median(rss), 1),
+        found = index.nearest(query_vectors, K)[1]
+        rows[precision] = {"faiss_index": index.meta.faiss_index, "rss_after_load_mb": round(statistics.median(rss), 1),
                            "recall_at_10": round(recall_at_k(found, exact), 4), **percentiles(times)}
         print(precision, json.dumps(rows[precision]), file=sys.stderr)
     for row in rows.values():

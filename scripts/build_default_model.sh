@@ -70,12 +70,13 @@ stage finetune-b zhembed finetune --model zhembed/models/zhembed-small-zh --trai
 
 # 1c. Candidate C, as B but each step's file drawn with probability ∝ rows**0.5 rather than by size: lcqmc's share
 #     of the steps falls from 43% to 21%, afqmc's rises from 6% to 8% and csts's from 1% to 3% (B lost afqmc and
-#     csts to the new lcqmc/bq/qbqtc data).
+#     csts to the new lcqmc/bq/qbqtc data). 0.3 epoch (3,852 steps, about an hour on 2 cores), so that it ends
+#     inside the session that starts it: the machine has not kept runs/ between sessions.
 stage finetune-c zhembed finetune --model zhembed/models/zhembed-small-zh --train "$TRAIN" --out "$RUNS/ft-c" \
   --work-dir "$RUNS/finetune-c" --eval-data "$DATA/eval" --val-fraction 0.03 --teacher "$TEACHER" \
   --distill-weight 300 --distill-corpus "$CORPUS" --distill-max-sentences 129024 --cache-dir "$RUNS/distill-v2/cache" \
   --matryoshka 384,256,128,64,32 --word-order-negatives 20000 --size-exponent 0.5 \
-  --epochs 0.5 --batch-size 32 --lr 5e-5 --max-length 64 --eval-every 1000 --checkpoint-every 300 \
+  --epochs 0.3 --batch-size 32 --lr 5e-5 --max-length 64 --eval-every 1000 --checkpoint-every 300 \
   --threads "$THREADS" --seed 42 --resume
 
 # 2. Distil v2: the teacher's embeddings of the whole corpus (cached once, fp16, resumable by chunk), the

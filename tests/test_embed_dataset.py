@@ -11,7 +11,7 @@ import pytest
 from conftest import SENTENCES
 from zhembed import Encoder, ZhembedError
 from zhembed.scale import embed_dataset as ed
-from zhembed.search.index import build_index
+from zhembed.search.build import BuildSpec, build_index
 from zhembed.textio import Records
 from zhembed.scale.vector_export import export_to_qdrant, qdrant_client
 
@@ -97,7 +97,7 @@ def test_qdrant_round_trip_matches_zhembed_search(tiny_bert, tmp_path):
     assert client.count("docs").count == 40
 
     encoder = Encoder.load(tiny_bert)
-    index = build_index(Records(texts=SENTENCES[:40]), tmp_path / "idx", encoder, None, "docs", show_progress=False)
+    index = build_index(Records(texts=SENTENCES[:40]), tmp_path / "idx", encoder, BuildSpec(), "docs")
     for query in (SENTENCES[3], "今天天气怎么样", "我想买一部手机"):
         ours = [h.text for h in index.search(query, k=10)[0]]
         vector = encoder.encode(query, max_length=128).tolist()

@@ -10,7 +10,9 @@ import pytest
 from conftest import SENTENCES
 from test_cli import run
 from zhembed import Encoder, ZhembedError
-from zhembed.search import index as ix
+from zhembed.search import build
+from zhembed.search.build import BuildSpec, build_index
+from zhembed.search.index import Index
 from zhembed.search.cluster import communities, kmeans, summarize
 from zhembed.textio import read_records
 
@@ -62,28 +64,28 @@ def test_blank_lines_of_plain_text_are_skipped_and_counted(tmp_path):
 
 def test_build_search_add_and_hnsw(encoder, tmp_path):
     records = read_records(_corpus(tmp_path, SENTENCES[:40]))
-    index = ix.build_index(records, tmp_path / "idx", encoder, None, "corpus.txt", show_progress=False)
+    index = build_index(records, tmp_path / "idx", encoder, BuildSpec(), "corpus.txt")
     hits = index.search(SENTENCES[:3], k=5)
     assert [h[0].text for h in hits] == SENTENCES[:3] and hits[0][0].score == pytest.approx(1, abs=1e-5)
-    assert index.meta["faiss_index"] == "IndexFlatIP" and len(index) == 40
-    assert len(ix.build_index(records, tmp_path / "idx", encoder, None, "again")) == 40  # a rerun: nothing to do
+    assert index.meta.faiss_index == "IndexFlatIP" and len(index) == 40
+    assert len(build_index(records, tmp_path / "idx", encoder, BuildSpec(), "again")) == 40  # a rerun: nothing to do
     with pytest.raises(ZhembedError, match="already holds an index"):
-        ix.build_index(read_records(_corpus(tmp_path, SENTENCES[:7], "other.txt")), tmp_path / "idx", encoder, None, "b")
+        build_index(read_records(_corpus(tmp_path, SENTENCES[:7], "other.txt")), tmp_path / "idx", encoder, BuildSpec(), "b")
 
     more = read_records(_corpus(tmp_path, SENTENCES[40:60], "more.txt"))
-    index = ix.build_index(more, tmp_path / "idx", encoder, None, "more.txt", append=True, show_progress=False)
+    index = build_index(more, tmp_path / "idx", encoder, BuildSpec(), "more.txt", append=True)
     assert len(index) == 60 and index.search(SENTENCES[50], k=1)[0][0].id == "50"
-    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == [".lock", "CURRENT", "gen-000001", "gen-000002"]
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == [".lock", "CURRENT", "gen-000001", "gen-000002", "seg-000001", "seg-000002"]
 
-    hnsw = ix.build_index(records, tmp_path / "hnsw", encoder, None, "c", ann="hnsw", show_progress=False)
-    assert hnsw.meta["faiss_index"] == "IndexHNSWFlat"
+    hnsw = build_index(records, tmp_path / "hnsw", encoder, BuildSpec(ann="hnsw"), "c")
+    assert hnsw.meta.faiss_index == "IndexHNSWFlat"
     assert [h[0].text for h in hnsw.search(SENTENCES[:10], k=1)] == SENTENCES[:10]
 
 
 def test_killed_build_resumes_to_the_same_index(encoder, tmp_path, monkeypatch):
-    monkeypatch.setattr(ix, "CHUNK", 16)
+    monkeypatch.setattr(build, "CHUNK", 16)
     records = read_records(_corpus(tmp_path, SENTENCES[:50]))
-    whole = ix.build_index(records, tmp_path / "whole", encoder, None, "c", show_progress=False)
+    whole = build_index(records, tmp_path / "whole", encoder, BuildSpec(), "c")
 
     real, calls = encoder.encode, []
 
@@ -95,11 +97,11 @@ def test_killed_build_resumes_to_the_same_index(encoder, tmp_path, monkeypatch):
 
     monkeypatch.setattr(encoder, "encode", dies_on_third_chunk)
     with pytest.raises(KeyboardInterrupt):
-        ix.build_index(records, tmp_path / "resumed", encoder, None, "c", show_progress=False)
+        build_index(records, tmp_path / "resumed", encoder, BuildSpec(), "c")
     assert not (tmp_path / "resumed" / "CURRENT").exists()  # nothing loadable yet
     assert len(list((tmp_path / "resumed" / ".partial" / "chunks").glob("*.npy"))) == 2
     calls.clear()
-    resumed = ix.build_index(records, tmp_path / "resumed", encoder, None, "c", show_progress=False)
+    resumed = build_index(records, tmp_path / "resumed", encoder, BuildSpec(), "c")
     assert calls == [16, 2]  # only the missing chunks were encoded
     np.testing.assert_array_equal(resumed.vectors(), whole.vectors())
     assert (resumed.ids, resumed.texts) == (whole.ids, whole.texts)
@@ -107,13 +109,11 @@ def test_killed_build_resumes_to_the_same_index(encoder, tmp_path, monkeypatch):
 
 
 def test_killed_add_leaves_the_old_index_loadable(encoder, tmp_path, monkeypatch):
-    ix.build_index(read_records(_corpus(tmp_path, SENTENCES[:20])), tmp_path / "idx", encoder, None, "c",
-                   show_progress=False)
-    monkeypatch.setattr(ix.ann_lib, "build", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    build_index(read_records(_corpus(tmp_path, SENTENCES[:20])), tmp_path / "idx", encoder, BuildSpec(), "c")
+    monkeypatch.setattr(build.ann_lib, "build", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
-        ix.build_index(read_records(_corpus(tmp_path, SENTENCES[20:30], "more.txt")), tmp_path / "idx", encoder,
-                       None, "more", append=True, show_progress=False)
-    assert len(ix.Index.load(tmp_path / "idx", encoder)) == 20
+        build_index(read_records(_corpus(tmp_path, SENTENCES[20:30], "more.txt")), tmp_path / "idx", encoder, BuildSpec(), "more", append=True)
+    assert len(Index.load(tmp_path / "idx", encoder)) == 20
 
 
 def test_cluster_functions():
@@ -188,24 +188,23 @@ def _records(texts, ids=None):
 def test_concurrent_adds_keep_every_text_exactly_once(encoder, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    ix.build_index(_records(SENTENCES[:10]), tmp_path / "idx", encoder, None, "a", show_progress=False)
+    build_index(_records(SENTENCES[:10]), tmp_path / "idx", encoder, BuildSpec(), "a")
     batches = [SENTENCES[10 + 10 * w:20 + 10 * w] for w in range(4)]
-    add = lambda texts: ix.build_index(_records(texts), tmp_path / "idx", encoder, None, "b", append=True,  # noqa: E731
-                                       show_progress=False)
+    add = lambda texts: build_index(_records(texts), tmp_path / "idx", encoder, BuildSpec(), "b", append=True)
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(add, batches))
-    texts = ix.Index.load(tmp_path / "idx").texts
+    texts = Index.load(tmp_path / "idx").texts
     assert sorted(texts) == sorted(SENTENCES[:50]) and len(texts) == 50
 
 
 def test_the_generation_before_the_live_one_stays_for_readers(encoder, tmp_path):
     out = tmp_path / "idx"
-    ix.build_index(_records(SENTENCES[:5]), out, encoder, None, "a", show_progress=False)
+    build_index(_records(SENTENCES[:5]), out, encoder, BuildSpec(), "a")
     for lo in (5, 10):
-        ix.build_index(_records(SENTENCES[lo:lo + 5]), out, encoder, None, "b", append=True, show_progress=False)
+        build_index(_records(SENTENCES[lo:lo + 5]), out, encoder, BuildSpec(), "b", append=True)
     assert sorted(p.name for p in out.glob("gen-*")) == ["gen-000002", "gen-000003"]
     (out / "CURRENT").write_text("gen-000002")  # a reader that read CURRENT just before the last switch
-    assert len(ix.Index.load(out)) == 10
+    assert len(Index.load(out)) == 10
 
 
 def _edit_meta(gen, **changes):
@@ -226,42 +225,44 @@ def _swap_equal_records(gen):
         "".join((gen / "records.jsonl").read_text().splitlines(keepends=True)[:-1])), "does not match"),
     (lambda gen, root: ((gen / "records.offsets.npy").unlink(), (gen / "records.crc32.npy").unlink(), (gen / "records.jsonl").write_text(
         "".join((gen / "records.jsonl").read_text().splitlines(keepends=True)[:-1]))), "inconsistent: 5 vectors, 4 records"),
-    (lambda gen, root: (gen / "meta.json").write_text("{broken"), "meta.json is unreadable"),
+    (lambda gen, root: (root / "gen-000001" / "meta.json").write_text("{broken"), "meta.json is unreadable"),
     (lambda gen, root: (gen / "vectors.faiss").write_bytes(b"not faiss"), "not a readable faiss index"),
     (lambda gen, root: (root / "CURRENT").write_text("/etc"), "not a generation of this index"),
     (lambda gen, root: (root / "CURRENT").write_text("../../gen-000001"), "not a generation of this index"),
+    (lambda gen, root: _edit_meta(root / "gen-000001", segments=[{"name": "../elsewhere", "count": 5}]),
+     "names a segment outside the index"),
     (lambda gen, root: ((root / "CURRENT").unlink(), (root / "CURRENT").mkdir()), "CURRENT is not a file"),
     (lambda gen, root: (gen / "records.offsets.npy").write_bytes(b"\x93NUMPY garbage"), "records.offsets.npy is damaged"),
     (lambda gen, root: (gen / "records.offsets.npy").write_bytes((gen / "records.offsets.npy").read_bytes()[:-8]),
      "records.offsets.npy is damaged"),
-    (lambda gen, root: _edit_meta(gen, dimensions="abc"), "dimensions is 'abc'"),
-    (lambda gen, root: _edit_meta(gen, max_length=-1), "max_length is -1"),
-    (lambda gen, root: _edit_meta(gen, model_id=5), "model_id is 5"),
+    (lambda gen, root: _edit_meta(root / "gen-000001", dimensions="abc"), "dimensions is 'abc'"),
+    (lambda gen, root: _edit_meta(root / "gen-000001", max_length=-1), "max_length is -1"),
+    (lambda gen, root: _edit_meta(root / "gen-000001", model_id=5), "model_id is 5"),
     (lambda gen, root: _swap_equal_records(gen), "does not match its checksum"),
 ])
 def test_a_damaged_index_is_one_clear_error(encoder, tmp_path, damage, message):
     out = tmp_path / "idx"
-    ix.build_index(_records(SENTENCES[:5]), out, encoder, None, "a", show_progress=False)
-    damage(out / "gen-000001", out)
+    build_index(_records(SENTENCES[:5]), out, encoder, BuildSpec(), "a")
+    damage(out / "seg-000001", out)
     with pytest.raises(ZhembedError, match=message):
-        ix.Index.load(out, encoder).search("你好", k=5)
+        Index.load(out, encoder).search("你好", k=5)
 
 
 def test_another_model_of_the_same_width_is_refused(encoder, tmp_path):
     from conftest import make_tiny_bert
 
     out = tmp_path / "idx"
-    ix.build_index(_records(SENTENCES[:5]), out, encoder, None, "a", show_progress=False)
+    build_index(_records(SENTENCES[:5]), out, encoder, BuildSpec(), "a")
     other = Encoder.load(make_tiny_bert(tmp_path / "other", seed=1))
     assert other.dim == encoder.dim
     with pytest.raises(ZhembedError, match="built with another model"):
-        ix.Index.load(out, other)
-    assert ix.Index.load(out, encoder).search(SENTENCES[0], k=1)[0][0].text == SENTENCES[0]
+        Index.load(out, other)
+    assert Index.load(out, encoder).search(SENTENCES[0], k=1)[0][0].text == SENTENCES[0]
 
 
 def test_ids_keep_their_type(encoder, tmp_path):
-    index = ix.build_index(_records(SENTENCES[:2], [1, "1"]), tmp_path / "idx", encoder, None, "a", show_progress=False)
-    assert ix.Index.load(tmp_path / "idx").ids == [1, "1"] == index.ids
+    index = build_index(_records(SENTENCES[:2], [1, "1"]), tmp_path / "idx", encoder, BuildSpec(), "a")
+    assert Index.load(tmp_path / "idx").ids == [1, "1"] == index.ids
 
 
 def test_readers_drop_a_bom_keep_unicode_line_separators_and_survive_all_bad_tsv(tmp_path):
@@ -284,12 +285,11 @@ def test_readers_drop_a_bom_keep_unicode_line_separators_and_survive_all_bad_tsv
 def test_rerunning_an_add_that_completed_adds_nothing(encoder, tmp_path, capsys):
     """A kill after the switch to the new generation, before the command could report: the rerun must not
     add the same texts twice."""
-    ix.build_index(_records(SENTENCES[:5]), tmp_path / "idx", encoder, None, "a", show_progress=False)
+    build_index(_records(SENTENCES[:5]), tmp_path / "idx", encoder, BuildSpec(), "a")
     generations = []
     for _ in range(2):
-        index = ix.build_index(_records(SENTENCES[5:9]), tmp_path / "idx", encoder, None, "b", append=True,
-                               show_progress=False)
-        generations.append(index.records.path.parent)
+        index = build_index(_records(SENTENCES[5:9]), tmp_path / "idx", encoder, BuildSpec(), "b", append=True)
+        generations.append(index.generation)
     assert len(index) == 9 and sorted(index.texts) == sorted(SENTENCES[:9])
     assert generations[0] == generations[1]  # the rerun wrote nothing (the CLI then says "nothing to do")
 
@@ -298,31 +298,29 @@ def test_rerunning_an_add_that_completed_adds_nothing(encoder, tmp_path, capsys)
 @pytest.mark.parametrize("ann", ["exact", "hnsw"])
 def test_every_precision_finds_the_same_neighbours_and_extends(encoder, tmp_path, precision, ann):
     out = tmp_path / "idx"
-    index = ix.build_index(_records(SENTENCES[:50]), out, encoder, None, "a", ann=ann, precision=precision,
-                           show_progress=False)
-    assert (index.meta["precision"], index.meta["dimensions"], index.meta["dim"]) == (precision, 32, 32)
-    hits = ix.Index.load(out, encoder).search(SENTENCES[:10], k=3)
+    index = build_index(_records(SENTENCES[:50]), out, encoder, BuildSpec(ann=ann, precision=precision), "a")
+    assert (index.meta.precision, index.meta.dimensions, index.meta.dim) == (precision, 32, 32)
+    hits = Index.load(out, encoder).search(SENTENCES[:10], k=3)
     assert [row[0].text for row in hits] == SENTENCES[:10]  # rescored with the exact vectors: itself first
     exact = encoder.encode(SENTENCES[:50], max_length=128)
     for row, q in zip(hits, exact[:10]):  # scores are exact (rescored), and for fp32 and int8 the true top 3
         np.testing.assert_allclose([h.score for h in row], [exact[SENTENCES.index(h.text)] @ q for h in row], atol=1e-4)
         if precision != "binary":
             np.testing.assert_allclose([h.score for h in row], np.sort(exact @ q)[::-1][:3], atol=1e-4)
-    ix.build_index(_records(SENTENCES[50:]), out, encoder, None, "b", append=True, show_progress=False)
-    grown = ix.Index.load(out, encoder)
-    assert len(grown) == len(SENTENCES) and grown.meta["precision"] == precision
+    build_index(_records(SENTENCES[50:]), out, encoder, BuildSpec(), "b", append=True)
+    grown = Index.load(out, encoder)
+    assert len(grown) == len(SENTENCES) and grown.meta.precision == precision
     assert grown.search(SENTENCES[55], k=1)[0][0].text == SENTENCES[55]
 
 
 def test_an_index_of_a_prefix_of_the_vectors(encoder, tmp_path):
-    index = ix.build_index(_records(SENTENCES[:30]), tmp_path / "idx", encoder, None, "a", dimensions=16,
-                           show_progress=False)
-    assert index.meta["dimensions"] == 16 and index.vectors().shape == (30, 16)
-    assert ix.Index.load(tmp_path / "idx", encoder).search(SENTENCES[4], k=1)[0][0].text == SENTENCES[4]
+    index = build_index(_records(SENTENCES[:30]), tmp_path / "idx", encoder, BuildSpec(dimensions=16), "a")
+    assert index.meta.dimensions == 16 and index.vectors().shape == (30, 16)
+    assert Index.load(tmp_path / "idx", encoder).search(SENTENCES[4], k=1)[0][0].text == SENTENCES[4]
     with pytest.raises(ZhembedError, match="multiple of 8"):
-        ix.build_index(_records(SENTENCES[:5]), tmp_path / "b", encoder, None, "a", dimensions=12, precision="binary")
+        build_index(_records(SENTENCES[:5]), tmp_path / "b", encoder, BuildSpec(dimensions=12, precision="binary"), "a")
     with pytest.raises(ZhembedError, match="unknown --precision"):
-        ix.build_index(_records(SENTENCES[:5]), tmp_path / "c", encoder, None, "a", precision="int4")
+        build_index(_records(SENTENCES[:5]), tmp_path / "c", encoder, BuildSpec(precision="int4"), "a")
 
 
 def test_every_index_file_is_fsynced_before_current_switches(encoder, tmp_path, monkeypatch):
@@ -333,7 +331,7 @@ def test_every_index_file_is_fsynced_before_current_switches(encoder, tmp_path, 
     synced = []
     real = os.fsync
     monkeypatch.setattr(atomic.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real(fd))
-    ix.build_index(_records(SENTENCES[:5]), tmp_path / "idx", encoder, None, "a", show_progress=False)
+    build_index(_records(SENTENCES[:5]), tmp_path / "idx", encoder, BuildSpec(), "a")
     names = [os.path.basename(p) for p in synced]
     for name in ("vectors.faiss", "records.jsonl", "records.offsets.npy", "meta.json", "CURRENT"):
         assert any(n.startswith(f".{name}.") for n in names), (name, names)
@@ -343,7 +341,41 @@ def test_every_index_file_is_fsynced_before_current_switches(encoder, tmp_path, 
 
 
 def test_searching_read_only_vectors_leaves_them_untouched(encoder, tmp_path):
-    index = ix.build_index(_records(SENTENCES[:5]), tmp_path / "idx", encoder, None, "a", show_progress=False)
+    index = build_index(_records(SENTENCES[:5]), tmp_path / "idx", encoder, BuildSpec(), "a")
     queries = encoder.encode(SENTENCES[:2], max_length=128)
     queries.setflags(write=False)  # e.g. a memory-mapped file of query vectors
     assert index.search_vectors(queries, k=1)[0][0].text == SENTENCES[0]
+
+
+def test_an_add_writes_a_new_segment_and_leaves_the_others_untouched(encoder, tmp_path):
+    out = tmp_path / "idx"
+    build_index(_records(SENTENCES[:30]), out, encoder, BuildSpec(), "a")
+    first = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (out / "seg-000001").iterdir()}
+    index = build_index(_records(SENTENCES[30:45]), out, encoder, BuildSpec(), "b", append=True)
+    assert [(s.name, s.count) for s in index.meta.segments] == [("seg-000001", 30), ("seg-000002", 15)]
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (out / "seg-000001").iterdir()} == first
+    whole = build_index(_records(SENTENCES[:45]), tmp_path / "whole", encoder, BuildSpec(), "all")
+    merged, single = Index.load(out, encoder).search(SENTENCES[:45:7], k=8), whole.search(SENTENCES[:45:7], k=8)
+    assert [[(h.id, round(h.score, 5)) for h in row] for row in merged] == \
+        [[(h.id, round(h.score, 5)) for h in row] for row in single]
+    # the next add makes the two newest equal (15, 15): they merge, and then so do (30, 30)
+    index = build_index(_records(SENTENCES[45:60]), out, encoder, BuildSpec(), "c", append=True)
+    assert [s.count for s in index.meta.segments] == [60] and index.texts == SENTENCES
+    assert sorted(p.name for p in out.glob("seg-*")) == ["seg-000001", "seg-000002", "seg-000005"]  # gen 2's kept
+    with pytest.raises(ZhembedError, match="no texts"):
+        build_index(_records([]), out, encoder, BuildSpec(), "d", append=True)
+
+
+def test_an_index_written_before_segments_loads_and_grows(encoder, tmp_path):
+    out = tmp_path / "idx"
+    build_index(_records(SENTENCES[:10]), out, encoder, BuildSpec(), "a")
+    gen, meta = out / "gen-000001", json.loads((out / "gen-000001" / "meta.json").read_text())
+    for f in (out / "seg-000001").iterdir():  # the format-2 layout: the files in the generation itself
+        f.rename(gen / f.name)
+    (out / "seg-000001").rmdir()
+    old = {k: v for k, v in meta.items() if k not in ("segments", "documents")}
+    (gen / "meta.json").write_text(json.dumps({**old, "format": 2, "faiss_index": "IndexFlatIP"}))
+    assert Index.load(out, encoder).search(SENTENCES[3], k=1)[0][0].text == SENTENCES[3]
+    index = build_index(_records(SENTENCES[10:15]), out, encoder, BuildSpec(), "b", append=True)
+    assert [s.name for s in index.meta.segments] == ["gen-000001", "seg-000001"]
+    assert index.ids == [str(i) for i in range(15)] and Index.load(out, encoder).texts == SENTENCES[:15]

@@ -7,7 +7,8 @@ import pytest
 
 from zhembed import Encoder
 from zhembed.runtime import SHIPPED_MODEL
-from zhembed.search import index as ix
+from zhembed.search.build import BuildSpec, build_index
+from zhembed.search.index import Index
 from zhembed.textio import Records
 
 pytestmark = pytest.mark.skipif(not (SHIPPED_MODEL / "onnx").exists(), reason="no shipped model")
@@ -47,11 +48,11 @@ def test_an_index_of_passages_finds_the_document_and_the_paragraph(encoder, tmp_
     doc = "\n".join(paragraphs)  # 8 paragraphs, 2,007 characters
     distractors = ["\n".join(paragraphs[j] for j in order) for order in ([0, 1, 3], [4, 5, 6, 7], [1, 7, 0, 4])]
     records = Records(texts=[*distractors, doc], ids=["d0", "d1", "d2", "long"])
-    index = ix.build_index(records, tmp_path / "idx", encoder, None, "docs", chunk=True, show_progress=False)
-    assert index.meta["chunk"] and index.meta["documents"] == 4 and len(index) > 4
+    index = build_index(records, tmp_path / "idx", encoder, BuildSpec(chunk=True), "docs")
+    assert index.meta.chunk and index.meta.documents == 4 and len(index) > 4
     start3 = doc.index(paragraphs[2])
     end3 = start3 + len(paragraphs[2])
-    hits = ix.Index.load(tmp_path / "idx", encoder).search(paragraphs[2], k=3)[0]
+    hits = Index.load(tmp_path / "idx", encoder).search(paragraphs[2], k=3)[0]
     best = hits[0]
     assert best.id == "long" and len({h.id for h in hits}) == len(hits)  # each document once
     overlap = min(best.end, end3) - max(best.start, start3)

@@ -144,11 +144,10 @@ def test_concurrent_burst_every_answer_matches_its_input(url, encoder):
 
 def test_search_endpoint(encoder, tmp_path):
     from conftest import SENTENCES
-    from zhembed.search.index import build_index
+    from zhembed.search.build import BuildSpec, build_index
     from zhembed.textio import Records
 
-    index = build_index(Records(texts=SENTENCES[:20], ids=[f"s{i}" for i in range(20)]), tmp_path / "idx", encoder,
-                        None, "test", show_progress=False)
+    index = build_index(Records(texts=SENTENCES[:20], ids=[f"s{i}" for i in range(20)]), tmp_path / "idx", encoder, BuildSpec(), "test")
     with RunningServer(create_app(encoder, index=index)) as base:
         body = httpx.post(f"{base}/search", json={"query": [SENTENCES[3], SENTENCES[7]], "k": 2}).json()
         assert [row[0]["id"] for row in body["results"]] == ["s3", "s7"] and len(body["results"][0]) == 2
@@ -188,11 +187,10 @@ def test_sigterm_finishes_in_flight_requests(tiny_bert):
 
 def test_search_encodes_queries_at_the_index_max_length(encoder, tmp_path):
     from conftest import SENTENCES
-    from zhembed.search.index import build_index
+    from zhembed.search.build import BuildSpec, build_index
     from zhembed.textio import Records
 
-    index = build_index(Records(texts=SENTENCES[:20]), tmp_path / "idx", encoder, None, "test", show_progress=False,
-                        max_length=8)
+    index = build_index(Records(texts=SENTENCES[:20]), tmp_path / "idx", encoder, BuildSpec(max_length=8), "test")
     query = "北京到上海的高铁票多少钱，" * 6  # far over 8 tokens
     expected = index.search(query, k=3)[0]
     with RunningServer(create_app(encoder, index=index)) as base:

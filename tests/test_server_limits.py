@@ -55,10 +55,10 @@ def test_dimensions_of_the_full_size_work(url, encoder):
 
 def test_search_limits(encoder, tmp_path):
     from conftest import SENTENCES
-    from zhembed.search.index import build_index
+    from zhembed.search.build import BuildSpec, build_index
     from zhembed.textio import Records
 
-    index = build_index(Records(texts=SENTENCES[:20]), tmp_path / "idx", encoder, None, "t", show_progress=False)
+    index = build_index(Records(texts=SENTENCES[:20]), tmp_path / "idx", encoder, BuildSpec(), "t")
     with RunningServer(create_app(encoder, Limits(max_k=5, max_search_queries=2), index=index)) as base:
         assert post(base, "/search", json={"query": "你好", "k": 5}).status_code == 200
         r = post(base, "/search", json={"query": "你好", "k": 1000})

@@ -166,7 +166,7 @@ def test_a_cascade_index_rescores_first_stage_candidates_with_the_transformer(ti
                        "--first-stage", tiny_static, "-m", tiny_bert)
     assert code == 0, err
     index = Index.load(tmp_path / "idx")
-    assert index.meta["model"] == str(tiny_static) and index.meta["rerank"]["model"] == str(tiny_bert)
+    assert index.meta.model == str(tiny_static) and index.meta.rerank["model"] == str(tiny_bert)
     transformer = Encoder.load(tiny_bert)
     query = transformer.encode("花呗怎么还款")
     exact = sorted(((float(v @ query), t) for v, t in zip(transformer.encode(texts), texts)), reverse=True)[:3]

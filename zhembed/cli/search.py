@@ -23,42 +23,45 @@ AnnOpt = Annotated[str, typer.Option(help="auto (exact below 20,000 texts, else 
 IdFieldOpt = Annotated[Optional[str], typer.Option(help="Field or column with each text's id (default: its position).")]
 
 
-def _index_from(input: Path, out: Path, append: bool, model, backend, text_field, id_field, skip_bad, ann,
-                batch_size, max_length, precision: str = "fp32", dimensions: int | None = None,
-                chunk: bool = False, first_stage: str | None = None) -> None:
+def _index_from(input: Path, out: Path, records_from: tuple, model: str | None, backend: str, spec,
+                first_stage: str | None = None, append: bool = False) -> None:
+    """Build (or with `append`, extend) the index at `out` from `input`, read with `records_from` (text field,
+    id field, skip bad lines); report what was done and what was truncated."""
     import time
+    from dataclasses import replace
 
-    from ..search.index import build_index, live_generation, read_meta
+    from ..search.build import build_index
     from ..search.index import load_encoder as index_encoder
+    from ..search.store import live_generation, read_live
 
     if out.exists() and not out.is_dir():
         raise ZhembedError(f"--out {out} is a file; an index is a folder: give a new folder name")
-    records = read_user_records(input, text_field, id_field, skip_bad)
+    records = read_user_records(input, *records_from)
     if append:  # the index's own model and backend
-        meta = read_meta(out)
-        model, encoder = meta["model"], index_encoder(meta["model"], meta["backend"])
+        meta = read_live(out)[1]
+        encoder = index_encoder(meta.model, meta.backend)
     else:
         encoder = load_encoder(model, backend)
-        model = str(encoder.path) if model else None  # None: the default model, whichever backend runs it
-    rerank = None
+        spec = replace(spec, model=str(encoder.path) if model else None)  # None: the default model, any backend
     if first_stage is not None and not append:  # the cascade: index with the fast model, re-score with --model
-        rerank = {"model": model, "backend": encoder.backend.name, "model_id": encoder.model_id, "dim": encoder.dim}
+        spec = replace(spec, rerank={"model": spec.model, "backend": encoder.backend.name,
+                                     "model_id": encoder.model_id, "dim": encoder.dim})
         encoder = load_encoder(first_stage, "auto")
-        model = str(encoder.path)
+        spec = replace(spec, model=str(encoder.path))
     before = live_generation(out) if out.is_dir() else None
     start = time.perf_counter()
-    index = build_index(records, out, encoder, model, str(input), ann, batch_size, max_length, append,
-                        show_progress=sys.stderr.isatty(), precision=precision, dimensions=dimensions, chunk=chunk,
-                        rerank=rerank)
+    index = build_index(records, out, encoder, replace(spec, show_progress=sys.stderr.isatty()), str(input), append)
     seconds = time.perf_counter() - start
-    if before is not None and index.records.path.parent == before:
+    if before is not None and index.generation == before:
         typer.echo(f"zhembed: {input} is already in {out}; nothing to do", err=True)
         return
+    meta = index.meta
     typer.echo(f"{out}: {len(index)} texts ({len(records.texts)} new, {len(records.texts) / seconds:.0f} texts/s), "
-               f"{index.meta['faiss_index']}, {index.meta['precision']}, {index.dimensions} dimensions", err=True)
-    cut = 0 if index.meta.get("chunk") else encoder.truncated(records.texts, index.meta["max_length"])
+               f"{meta.faiss_index}, {meta.precision}, {meta.dimensions} dimensions, "
+               f"{len(meta.segments)} segment{'s' * (len(meta.segments) > 1)}", err=True)
+    cut = 0 if meta.chunk else encoder.truncated(records.texts, meta.max_length)
     if cut:
-        typer.echo(f"zhembed: {cut} of {len(records.texts)} texts are longer than {index.meta['max_length']} tokens "
+        typer.echo(f"zhembed: {cut} of {len(records.texts)} texts are longer than {meta.max_length} tokens "
                    "and were truncated; --max-length or --chunk keeps more", err=True)
 
 
@@ -80,8 +83,11 @@ def index_build(input: Annotated[Path, typer.Option("--input", "-i", help="Text 
                     help="A fast model (e.g. zhembed-static-zh) that builds the index; search then re-scores its "
                          "top --rerank hits with --model.")] = None):
     """Embed a corpus into a new index; rerun the same command to resume a killed build."""
-    _index_from(input, out, False, model, backend, text_field, id_field, skip_bad, ann, batch_size, max_length,
-                precision, dimensions, chunk, first_stage)
+    from ..search.build import BuildSpec
+
+    spec = BuildSpec(ann=ann, batch_size=batch_size, max_length=max_length, precision=precision,
+                     dimensions=dimensions, chunk=chunk)
+    _index_from(input, out, (text_field, id_field, skip_bad), model, backend, spec, first_stage)
 
 
 @index_app.command("add")
@@ -89,8 +95,11 @@ def index_add(index: Annotated[Path, typer.Argument(help="An index directory.")]
               input: Annotated[Path, typer.Option("--input", "-i", help="Text (one per line), JSONL, TSV or Parquet.")],
               text_field: TextFieldOpt = None, id_field: IdFieldOpt = None, skip_bad: SkipBadOpt = False,
               batch_size: BatchOpt = 64):
-    """Append a file's texts to an index, with the model it was built with."""
-    _index_from(input, index, True, None, None, text_field, id_field, skip_bad, "auto", batch_size, 0)
+    """Append a file's texts to an index as a new segment, with the model and settings it was built with."""
+    from ..search.build import BuildSpec
+
+    _index_from(input, index, (text_field, id_field, skip_bad), None, "auto", BuildSpec(batch_size=batch_size),
+                append=True)
 
 
 @app.command()

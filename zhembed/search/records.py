@@ -64,10 +64,25 @@ class RecordFile:
             raise ZhembedError(f"{self.path}: record {i + 1} is damaged; rebuild the index") from None
 
 
-class Column(Sequence):
-    """The ids (0), texts (1), starts (2) or ends (3) of a RecordFile, as a read-only sequence."""
+class RecordSet:
+    """The records of several segments as one: record(i) over their concatenation."""
 
-    def __init__(self, records: RecordFile, field: int):
+    def __init__(self, files: list[RecordFile]):
+        self.files = files
+        self.starts = np.cumsum([0] + [len(f) for f in files])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def record(self, i: int) -> tuple[str | int, str, int | None, int | None]:
+        part = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.files[part].record(i - int(self.starts[part]))
+
+
+class Column(Sequence):
+    """The ids (0), texts (1), starts (2) or ends (3) of a RecordFile or RecordSet, as a read-only sequence."""
+
+    def __init__(self, records: RecordFile | RecordSet, field: int):
         self.records, self.field = records, field
 
     def __len__(self) -> int:

@@ -71,7 +71,7 @@ async def search(req: SearchRequest, request: Request) -> Response:
     if not 1 <= req.k <= limits.max_k:
         raise ApiError(400, f"k must be between 1 and {limits.max_k} (--max-k), got {req.k}", "k")
     # encoded as Index.search encodes them: at the index's own max_length
-    vectors, ids = await infer.embed(queries, request.is_disconnected, index.meta["max_length"])
+    vectors, ids = await infer.embed(queries, request.is_disconnected, index.meta.max_length)
     hits = await asyncio.to_thread(index.search_vectors, vectors, req.k)
     return json_response({"results": [[hit_body(h) for h in row] for row in hits], "usage": infer.usage(ids)})
 
