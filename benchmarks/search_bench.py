@@ -6,8 +6,8 @@
    through zhembed.search.index.build_index (HNSW, as `zhembed index build` picks for this size): build throughput,
    size on disk, single-query latency p50/p99 at k=10 (encode + search, and search alone), and recall@10 of the
    ANN index against exact search on 1,000 lcqmc_dev questions.
-2. Precision: the same vectors as fp32 (HNSW), int8 and binary (IVF, rescored with the exact vectors on
-   disk): memory added by loading the index (RSS of a new process), recall@10 against exact fp32 search,
+2. Precision: the same vectors as fp32 (HNSW), int8 (HNSW over 8-bit codes) and binary (RaBitQ IVF; both
+   rescored with the exact vectors on disk): memory added by loading the index (RSS of a new process), recall@10 against exact fp32 search,
    query latency.
 3. The ANN library, chosen by measurement: faiss HNSW and hnswlib (`pip install -e ".[bench]"`) on the
    same vectors, same M / efConstruction / ef: build time, search latency, recall@10.
@@ -98,7 +98,7 @@ print(rss() - before, len(index))
 
 
 def precision_section(work: Path, queries: list[str], query_vectors: np.ndarray, vectors: np.ndarray) -> dict:
-    """The corpus index at fp32 (HNSW), int8 and binary (IVF, rescored): memory added by loading it (RSS,
+    """The corpus index at fp32 (HNSW), int8 (HNSW-SQ) and binary (RaBitQ IVF), rescored: memory added by loading it (RSS,
     in a new process), recall@10 against exact fp32 search, and query latency (encode + search)."""
     exact = ann_lib.build(vectors, "fp32", "exact").search(query_vectors, K)[1]
     base = Index.load(work / "corpus-index")

@@ -379,3 +379,32 @@ def test_an_index_written_before_segments_loads_and_grows(encoder, tmp_path):
     index = build_index(_records(SENTENCES[10:15]), out, encoder, BuildSpec(), "b", append=True)
     assert [s.name for s in index.meta.segments] == ["gen-000001", "seg-000001"]
     assert index.ids == [str(i) for i in range(15)] and Index.load(out, encoder).texts == SENTENCES[:15]
+
+
+def test_int8_and_binary_indexes_of_the_earlier_kinds_still_search(tmp_path):
+    """int8 IVF and binary Hamming (flat and IVF) were written before int8 HNSW and RaBitQ; they still load,
+    with their own search settings."""
+    import faiss
+
+    from zhembed.search import ann as ann_lib
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((400, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    codes = ann_lib.binary_codes(vectors)
+    ivf_binary = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(32), 32, 4)
+    ivf_binary.train(codes)
+    ivf_int8 = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(32), 32, 4, faiss.ScalarQuantizer.QT_8bit,
+                                             faiss.METRIC_INNER_PRODUCT)
+    ivf_int8.train(vectors)
+    flat_binary = faiss.IndexBinaryFlat(32)
+    for name, index, precision, data in (("a", flat_binary, "binary", codes), ("b", ivf_binary, "binary", codes),
+                                         ("c", ivf_int8, "int8", vectors)):
+        index.add(data)
+        (tmp_path / name).mkdir()
+        ann_lib.write(tmp_path / name, index, precision, vectors)
+        ann = ann_lib.read(tmp_path / name, precision)
+        assert type(ann.index) is type(index) and ann.rescore == ann_lib.SEARCH[type(index).__name__][1]
+        assert list(ann.search(vectors[:20], 3)[1][:, 0]) == list(range(20))
+    built = {p: type(ann_lib.build(vectors, p, "hnsw")).__name__ for p in ann_lib.PRECISIONS}
+    assert built == {"fp32": "IndexHNSWFlat", "int8": "IndexHNSWSQ", "binary": "IndexIVFRaBitQ"}

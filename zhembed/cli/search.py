@@ -18,8 +18,8 @@ from .common import (BackendOpt, BatchOpt, MaxLenOpt, ModelOpt, SkipBadOpt, Text
 index_app = typer.Typer(no_args_is_help=True, help="Build and extend a semantic search index over a corpus.",
                         callback=lambda: require("search", "zhembed index"))
 app.add_typer(index_app, name="index")
-AnnOpt = Annotated[str, typer.Option(help="auto (exact below 20,000 texts, else approximate: HNSW for fp32, IVF for "
-                                          "int8 and binary), exact or hnsw (approximate).")]
+AnnOpt = Annotated[str, typer.Option(help="auto (exact below 20,000 texts, else approximate: HNSW for fp32 and int8, "
+                                          "RaBitQ IVF for binary), exact or hnsw (approximate).")]
 IdFieldOpt = Annotated[Optional[str], typer.Option(help="Field or column with each text's id (default: its position).")]
 
 
@@ -72,7 +72,7 @@ def index_build(input: Annotated[Path, typer.Option("--input", "-i", help="Text 
                 id_field: IdFieldOpt = None, skip_bad: SkipBadOpt = False, ann: AnnOpt = "auto",
                 batch_size: BatchOpt = 64, max_length: MaxLenOpt = 128,
                 precision: Annotated[str, typer.Option(
-                    help="fp32 (the vectors), int8 (1/4 of the memory) or binary (1/32); int8 and binary rescore "
+                    help="fp32 (the vectors), int8 (8-bit codes, HNSW: 0.3 of the memory) or binary (RaBitQ: 1/25); int8 and binary rescore "
                          "their candidates with the exact vectors kept on disk.")] = "fp32",
                 dimensions: Annotated[Optional[int], typer.Option(
                     help="Index only the first N components of each vector (Matryoshka), normalized again.")] = None,
