@@ -143,15 +143,6 @@ def test_config_from_keeps_none_where_the_field_means_unset():
     assert (cfg.out, cfg.teacher, cfg.train) == ("o", "", ["a.tsv"])
 
 
-def test_embed_dataset_options_match_embed_config():
-    from dataclasses import asdict
-
-    from zhembed.cli.scale import E
-    from zhembed.scale.embed_dataset import EmbedConfig
-
-    assert vars(E) == asdict(EmbedConfig())
-
-
 def test_the_cli_loads_without_the_extras():
     """The core install has no torch, transformers, pyarrow, sklearn or fastapi: `zhembed --help` must still run."""
     blocked = ["torch", "transformers", "pyarrow", "sklearn", "fastapi", "uvicorn", "faiss", "ray", "model2vec"]

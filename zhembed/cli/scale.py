@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Annotated, Optional
 
 import typer
 
 from ..errors import ZhembedError, require
-from .common import BackendOpt, BatchOpt, MaxLenOpt, ModelOpt, app, config_from
+from ..scale.embed_dataset import EmbedConfig
+from .common import BackendOpt, BatchOpt, MaxLenOpt, ModelOpt, app, config_from, defaults
 
-# EmbedConfig's defaults, repeated here because zhembed.scale needs the [scale] extra to import, and the CLI
-# must load in the core install; tests/test_cli.py checks that the two agree.
-E = SimpleNamespace(threads=None, model=None, backend="auto", text_field="text", batch_size=64, max_length=128,
-                    rows_per_shard=10_000)
+E = defaults(EmbedConfig)  # every default written once, in EmbedConfig
 
 
 @app.command("embed-dataset")
@@ -30,7 +27,7 @@ def embed_dataset_cmd(input: Annotated[Path, typer.Option("--input", "-i", help=
                       rows_per_shard: Annotated[int, typer.Option(help="Rows per output shard (the unit of resume).")] = E.rows_per_shard):
     """Embed a dataset into Parquet shards, locally or on Ray; a rerun skips the shards already written."""
     require("scale", "zhembed embed-dataset")
-    from ..scale.embed_dataset import EmbedConfig, embed_dataset
+    from ..scale.embed_dataset import embed_dataset
 
     cfg = config_from(EmbedConfig, locals())
     embed_dataset(input, output, cfg, engine, ray_address, actors, log=lambda msg: typer.echo(msg, err=True))

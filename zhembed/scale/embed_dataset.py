@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..atomic import write_atomic, write_text_atomic
-from ..errors import ZhembedError
+from ..errors import ZhembedError, require
 from ..progress import progress
 from ..runtime import Encoder, model_dir
 from ..runtime.chunked import file_digest
@@ -137,6 +137,7 @@ def _check_manifest(out: Path, cfg: EmbedConfig, files: list[Path]) -> None:
 def embed_dataset(input: Path, out: Path, cfg: EmbedConfig, engine: str = "local", ray_address: str | None = None,
                   actors: int = 2, log=print) -> dict:
     """Embed every pending shard of `input` into `out`; returns rows, shards written and skipped, seconds."""
+    require("scale", "embedding datasets", ("pyarrow",))
     if engine not in ("local", "ray"):
         raise ZhembedError(f"unknown --engine {engine!r}; choose local or ray")
     files = input_files(input)

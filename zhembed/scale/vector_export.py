@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import ZhembedError
+from ..errors import ZhembedError, require
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://zhembed/points")
 
@@ -57,6 +57,7 @@ def id_key(value: object, path: Path, row: int) -> str:
 
 def qdrant_client(url: str | None = None, path: str | None = None):
     """A client for a Qdrant server (`url`) or Qdrant's local on-disk mode (`path`, or ':memory:')."""
+    require("scale", "exporting vectors", ("pyarrow", "qdrant_client"))
     from qdrant_client import QdrantClient
 
     if bool(url) == bool(path):
