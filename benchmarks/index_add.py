@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ def base_index(path: Path, corpus: Path) -> int:
     with store.writer_lock(path):
         segment = store.write_segment(path, vectors, [str(i) for i in range(len(texts))], texts, None, "fp32", "auto")
         meta = new_meta(encoder, BuildSpec())
-        store.commit(path, store.replace(meta, segments=(segment,), documents=len(texts), sources=[str(corpus)]))
+        store.commit(path, replace(meta, segments=(segment,), documents=len(texts), sources=[str(corpus)]))
     return len(texts)
 
 

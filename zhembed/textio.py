@@ -157,14 +157,18 @@ def _read_jsonl(reader: _Reader, lines: list[tuple[int, str]], text_field: str, 
             reader.add(number, record[text_field], record.get(id_field) if id_field else None)
 
 
-def _read_tsv(reader: _Reader, lines: list[tuple[int, str]], text_field: str | None, id_field: str | None) -> None:
+def _tsv(path: Path, lines: list[tuple[int, str]]) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """A TSV's column names (its first line) and each later line's number and cells."""
     if not lines or lines[0][0] != 1:
-        raise ZhembedError(f"{reader.path}:1: the TSV header line is not readable text; it must name the columns")
-    header = lines[0][1].split("\t")
+        raise ZhembedError(f"{path}:1: the TSV header line is not readable text; it must name the columns")
+    return lines[0][1].split("\t"), [(number, line.split("\t")) for number, line in lines[1:]]
+
+
+def _read_tsv(reader: _Reader, lines: list[tuple[int, str]], text_field: str | None, id_field: str | None) -> None:
+    header, rows = _tsv(reader.path, lines)
     text_col = _column(reader.path, header, text_field or "text")
     id_col = _column(reader.path, header, id_field) if id_field else None
-    for number, line in lines[1:]:
-        cells = line.split("\t")
+    for number, cells in rows:
         if len(cells) != len(header):
             reader.reject(number, f"{len(cells)} columns, the header has {len(header)}")
         else:
@@ -220,11 +224,11 @@ def read_table(path: Path, text_field: str = "text"):
         return pa.table({text_field: lines})
     if not lines:
         raise ZhembedError(f"{path} is empty; a TSV needs a header row naming its columns")
-    header, rows = lines[0].split("\t"), [line.split("\t") for line in lines[1:]]
-    for number, cells in enumerate(rows, 2):
+    header, rows = _tsv(path, list(enumerate(lines, 1)))
+    for number, cells in rows:
         if len(cells) != len(header):
             raise ZhembedError(f"{path}:{number}: {len(cells)} columns, the header has {len(header)}")
-    return pa.table({name: [cells[i] for cells in rows] for i, name in enumerate(header)})
+    return pa.table({name: [cells[i] for _, cells in rows] for i, name in enumerate(header)})
 
 
 def check_output(path: Path, suffixes: tuple[str, ...] | None = None, option: str = "--output") -> Path:
