@@ -1,0 +1,47 @@
+"""Weight-space interpolation of two fine-tunes of one model (WiSE-FT): (1 - alpha) * A + alpha * B, tensor by
+tensor. A fine-tune that gained on some tasks and lost on others often keeps most of both when averaged with
+the model it started from; validation then picks alpha.
+
+    python scripts/interpolate.py zhembed/models/zhembed-small-zh runs/build/ft-c --alpha 0.5 --out runs/build/ft-c-avg50
+
+Both directories must hold the same architecture and vocabulary (B fine-tuned from A, say). The output is A's
+directory (tokenizer, configs, pooling) with the averaged weights and no ONNX export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from safetensors.numpy import load_file
+
+from zhembed.modeldir import WEIGHTS_FILE, copy_model_files, resolve_model_dir, save_weights
+
+
+def interpolate(a: Path, b: Path, alpha: float, out: Path) -> None:
+    first, second = load_file(str(a / WEIGHTS_FILE)), load_file(str(b / WEIGHTS_FILE))
+    if first.keys() != second.keys() or any(first[k].shape != second[k].shape for k in first):
+        raise SystemExit(f"{a} and {b} do not hold the same tensors; interpolate two fine-tunes of one model")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    copy_model_files(a, tmp)
+    mixed = {k: (1 - alpha) * first[k].astype("float32") + alpha * second[k].astype("float32") for k in first}
+    save_weights(tmp, {k: v.astype(first[k].dtype) for k, v in mixed.items()})  # averaged in fp32
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("a", type=Path)
+    parser.add_argument("b", type=Path)
+    parser.add_argument("--alpha", type=float, default=0.5, help="the weight of B")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    interpolate(resolve_model_dir(args.a), resolve_model_dir(args.b), args.alpha, args.out)
+    print(f"{args.out}: {1 - args.alpha:g} x {args.a} + {args.alpha:g} x {args.b}")
+
+
+if __name__ == "__main__":
+    main()
