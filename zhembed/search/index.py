@@ -54,7 +54,7 @@ class Index:
             gen, meta = read_live(path)
             try:
                 index = cls(path, gen, meta, encoder)
-                index.anns
+                index.anns  # read every segment's vectors now, inside the retry
                 break
             except FileNotFoundError:
                 if attempt == 2 or live_generation(path) == gen:

@@ -103,10 +103,12 @@ def parse_meta(doc: object, gen: Path) -> IndexMeta:
         if key in doc and (isinstance(value, bool) or not isinstance(value, kinds) or (kinds is int and value <= 0)):
             if not (key == "documents" and value == 0):
                 raise ZhembedError(f"{where}: {key} is {value!r:.60}, which an index cannot have; rebuild the index")
+    if "segments" in doc:
+        listed = doc["segments"]
+    else:  # format 2: the generation folder holds the index's one segment
+        listed = [{"name": gen.name, "count": doc.get("count", 0), "faiss_index": doc.get("faiss_index", "")}]
     try:
-        segments = tuple(Segment(str(s["name"]), int(s["count"]), str(s.get("faiss_index", "")))
-                         for s in doc["segments"]) if "segments" in doc else \
-            (Segment(gen.name, int(doc.get("count", 0)), str(doc.get("faiss_index", ""))),)  # format 2
+        segments = tuple(Segment(str(s["name"]), int(s["count"]), str(s.get("faiss_index", ""))) for s in listed)
     except (KeyError, TypeError, ValueError):
         raise ZhembedError(f"{where}: its segments are damaged; rebuild the index") from None
     if not all(SEGMENT.fullmatch(s.name) for s in segments):
