@@ -56,12 +56,17 @@ import_teacher() {
 }
 stage teacher import_teacher "$TEACHER"
 
+# 1a. The base of candidates B and C: the weights shipped until 2026-12-03 (commit f3e4a72), from git, so the
+#     stages below rebuild the same candidates after the shipped weights change.
+stage base bash -c "rm -rf $RUNS/base-1ep && mkdir -p $RUNS/base-1ep && git archive f3e4a72 zhembed/models/zhembed-small-zh \
+  | tar -x -C $RUNS/base-1ep --strip-components=3"
+
 # 1b. Candidate B, the one stage that fits in one 3-hour session on 2 cores: the shipped model fine-tuned
 #     again on all twelve training files (3% of each held out for validation), with the distillation MSE towards
 #     the teacher on the first 129,024 sentences of the corpus's seeded shuffle (their targets take about 15
 #     minutes; the whole corpus's cache of stage 2 reuses them), Matryoshka 384..32, word-order negatives;
 #     half an epoch; validation every 1,000 steps picks the checkpoint.
-stage finetune-b zhembed finetune --model zhembed/models/zhembed-small-zh --train "$TRAIN" --out "$RUNS/ft-b" \
+stage finetune-b zhembed finetune --model "$RUNS/base-1ep" --train "$TRAIN" --out "$RUNS/ft-b" \
   --work-dir "$RUNS/finetune-b" --eval-data "$DATA/eval" --val-fraction 0.03 --teacher "$TEACHER" \
   --distill-weight 300 --distill-corpus "$CORPUS" --distill-max-sentences 129024 --cache-dir "$RUNS/distill-v2/cache" \
   --matryoshka 384,256,128,64,32 --word-order-negatives 20000 \
@@ -72,12 +77,17 @@ stage finetune-b zhembed finetune --model zhembed/models/zhembed-small-zh --trai
 #     of the steps falls from 43% to 21%, afqmc's rises from 6% to 8% and csts's from 1% to 3% (B lost afqmc and
 #     csts to the new lcqmc/bq/qbqtc data). 0.3 epoch (3,852 steps, about an hour on 2 cores), so that it ends
 #     inside the session that starts it: the machine has not kept runs/ between sessions.
-stage finetune-c zhembed finetune --model zhembed/models/zhembed-small-zh --train "$TRAIN" --out "$RUNS/ft-c" \
+stage finetune-c zhembed finetune --model "$RUNS/base-1ep" --train "$TRAIN" --out "$RUNS/ft-c" \
   --work-dir "$RUNS/finetune-c" --eval-data "$DATA/eval" --val-fraction 0.03 --teacher "$TEACHER" \
   --distill-weight 300 --distill-corpus "$CORPUS" --distill-max-sentences 129024 --cache-dir "$RUNS/distill-v2/cache" \
   --matryoshka 384,256,128,64,32 --word-order-negatives 20000 --size-exponent 0.5 \
   --epochs 0.3 --batch-size 32 --lr 5e-5 --max-length 64 --eval-every 1000 --checkpoint-every 300 \
   --threads "$THREADS" --seed 42 --resume
+
+# 1d. Candidate C averaged with its base, weight by weight (WiSE-FT, alpha 0.5): it keeps most of C's gains on the
+#     new data and most of the base's afqmc and csts. Shipped on 2026-12-03 (validation 65.50 against C's 64.19;
+#     scored by scripts/validate.py, MODEL_CARD.md "Candidate C").
+stage average-c python scripts/interpolate.py "$RUNS/base-1ep" "$RUNS/ft-c" --alpha 0.5 --out "$RUNS/ft-c-avg50"
 
 # 2. Distil v2: the teacher's embeddings of the whole corpus (cached once, fp16, resumable by chunk), the
 #    vocabulary pruned to the corpus, teacher layers 1,4,7,10, MSE on sentence embeddings, 1 epoch.
