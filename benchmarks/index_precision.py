@@ -48,12 +48,12 @@ def cached_vectors(data: Path, work: Path) -> tuple[list[str], np.ndarray, np.nd
     return texts, np.load(corpus_file).astype(np.float32), np.load(query_file).astype(np.float32)
 
 
-def build(path: Path, vectors: np.ndarray, texts: list[str], precision: str) -> tuple[Index, float]:
+def build(path: Path, meta: store.IndexMeta, vectors: np.ndarray, texts: list[str]) -> tuple[Index, float]:
     shutil.rmtree(path, ignore_errors=True)
     start = time.perf_counter()
     with store.writer_lock(path):
-        segment = store.write_segment(path, vectors, [str(i) for i in range(len(texts))], texts, None, precision, "auto")
-        meta = new_meta(Encoder.load(None), BuildSpec(precision=precision))
+        segment = store.write_segment(path, vectors, [str(i) for i in range(len(texts))], texts, None,
+                                      meta.precision, "auto")
         store.commit(path, replace(meta, segments=(segment,), documents=len(texts)))
     return Index.load(path), time.perf_counter() - start
 
@@ -72,9 +72,10 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     texts, vectors, queries = cached_vectors(args.data, args.work)
     exact = ann_lib.build(vectors, "fp32", "exact").search(queries, K)[1]
-    indexes, rows = {}, {}
+    indexes, rows, encoder = {}, {}, Encoder.load(None)
     for precision in ann_lib.PRECISIONS:
-        indexes[precision], seconds = build(args.work / precision, vectors, texts, precision)
+        meta = new_meta(encoder, BuildSpec(precision=precision))
+        indexes[precision], seconds = build(args.work / precision, meta, vectors, texts)
         size = sum(p.stat().st_size for p in (args.work / precision).rglob("vectors.faiss"))  # read into memory
         rows[precision] = {"faiss_index": indexes[precision].meta.faiss_index, "build_s": round(seconds, 1),
                            "in_memory_mb": round(size / 2**20, 1), "times": [],

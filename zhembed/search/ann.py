@@ -60,7 +60,6 @@ class Ann:
     """A faiss index over unit vectors (inner product = cosine), with rescoring for int8 and binary."""
 
     index: object
-    precision: str
     exact_vectors: np.ndarray | None = None  # [n, d] float32, memory-mapped; None for fp32
 
     def __post_init__(self):
@@ -83,7 +82,7 @@ class Ann:
         k = min(k, self.ntotal)
         if self.exact_vectors is None:
             return self.index.search(queries, k)
-        hamming = type(self.index).__name__.startswith("IndexBinary")
+        hamming = isinstance(self.index, faiss().IndexBinary)  # binary indexes written before 2026-12-03
         _, candidates = self.index.search(binary_codes(queries) if hamming else queries,
                                           min(self.ntotal, k * self.rescore))
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
@@ -157,11 +156,11 @@ def read(gen: Path, precision: str) -> Ann:
         raise ZhembedError(f"{path} holds a faiss {type(index).__name__}, which zhembed does not search; "
                            "rebuild the index")
     if precision == "fp32":
-        return Ann(index, precision)
+        return Ann(index)
     try:
         exact = np.load(gen / "vectors.npy", mmap_mode="r")
     except ValueError as e:
         raise ZhembedError(f"{gen / 'vectors.npy'} is not readable ({e}); rebuild the index") from None
     if exact.shape[0] != index.ntotal:
         raise ZhembedError(f"{gen} is inconsistent: {index.ntotal} codes, {exact.shape[0]} exact vectors; rebuild it")
-    return Ann(index, precision, exact)
+    return Ann(index, exact)

@@ -21,7 +21,8 @@ from ..textio import Records
 from . import ann as ann_lib
 from .index import Index, check_encoder
 from .records import RecordFile
-from .store import IndexMeta, Segment, commit, live_generation, read_live, write_segment, writer_lock
+from .store import (IndexMeta, Segment, commit, live_generation, read_live, read_vectors, write_segment,
+                    writer_lock)
 
 CHUNK = 4096
 MAX_SEGMENTS = 8  # beyond this, the newest two are merged whatever their sizes
@@ -109,9 +110,10 @@ def merge_newest(out: Path, meta: IndexMeta) -> IndexMeta:
     MAX_SEGMENTS: the sizes then grow geometrically, so each text is rewritten about log2(total / added) times."""
     segments = list(meta.segments)
     while len(segments) > 1 and (segments[-2].count <= segments[-1].count or len(segments) > MAX_SEGMENTS):
-        parts = [(ann_lib.read(out / s.name, meta.precision), RecordFile(out / s.name)) for s in segments[-2:]]
-        rows = [records.record(i) for _, records in parts for i in range(len(records))]
-        vectors = np.concatenate([ann.vectors() for ann, _ in parts])
+        files = [RecordFile(out / s.name) for s in segments[-2:]]
+        rows = [records.record(i) for records in files for i in range(len(records))]
+        vectors = np.concatenate([read_vectors(out, s, records, meta.precision).vectors()
+                                  for s, records in zip(segments[-2:], files)])
         spans = [(r[2], r[3]) for r in rows] if meta.chunk else None
         segments[-2:] = [write_segment(out, vectors, [r[0] for r in rows], [r[1] for r in rows], spans,
                                        meta.precision, meta.ann)]

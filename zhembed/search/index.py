@@ -12,10 +12,9 @@ import numpy as np
 from ..errors import ZhembedError
 from ..runtime import Encoder
 from ..runtime.pooling import truncate
-from . import ann as ann_lib
 from .ann import Ann
 from .records import Column, RecordFile, RecordSet
-from .store import IndexMeta, live_generation, read_live
+from .store import IndexMeta, live_generation, read_live, read_vectors
 
 PASSAGES_PER_HIT = 8  # in an index of passages, candidates per document hit (several may share a document)
 
@@ -67,12 +66,8 @@ class Index:
     def anns(self) -> list[Ann]:
         """Each segment's nearest-neighbour structure, read on first use and checked against its records."""
         if self._anns is None:
-            anns = [ann_lib.read(self.path / s.name, self.meta.precision) for s in self.meta.segments]
-            for segment, ann, records in zip(self.meta.segments, anns, self.records.files):
-                if not len(records) == ann.ntotal == segment.count:
-                    raise ZhembedError(f"{self.path / segment.name} is inconsistent: {ann.ntotal} vectors, "
-                                       f"{len(records)} records, meta count {segment.count}; rebuild the index")
-            self._anns = anns
+            self._anns = [read_vectors(self.path, segment, records, self.meta.precision)
+                          for segment, records in zip(self.meta.segments, self.records.files)]
         return self._anns
 
     def __len__(self) -> int:

@@ -178,15 +178,14 @@ def write_segment(path: Path, vectors: np.ndarray, ids: list, texts: list[str], 
     return Segment(name, len(vectors), type(index).__name__)
 
 
-def open_segment(path: Path, segment: Segment, precision: str) -> tuple[Ann, RecordFile]:
-    """A segment's vectors and records; FileNotFoundError if a file is missing (a writer may have just removed
-    a generation), one clear error if they disagree."""
-    where = path / segment.name
-    records, ann = RecordFile(where), ann_lib.read(where, precision)
+def read_vectors(path: Path, segment: Segment, records: RecordFile, precision: str) -> Ann:
+    """A segment's nearest-neighbour structure, checked against its records and its meta count;
+    FileNotFoundError if a file is missing (a writer may have just removed a generation)."""
+    ann = ann_lib.read(path / segment.name, precision)
     if not len(records) == ann.ntotal == segment.count:
-        raise ZhembedError(f"{where} is inconsistent: {ann.ntotal} vectors, {len(records)} records, meta count "
-                           f"{segment.count}; rebuild the index")
-    return ann, records
+        raise ZhembedError(f"{path / segment.name} is inconsistent: {ann.ntotal} vectors, {len(records)} records, "
+                           f"meta count {segment.count}; rebuild the index")
+    return ann
 
 
 def commit(path: Path, meta: IndexMeta) -> Path:
