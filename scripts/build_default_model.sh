@@ -89,6 +89,18 @@ stage finetune-c zhembed finetune --model "$RUNS/base-1ep" --train "$TRAIN" --ou
 #     scored by scripts/validate.py, MODEL_CARD.md "Candidate C").
 stage average-c python scripts/interpolate.py "$RUNS/base-1ep" "$RUNS/ft-c" --alpha 0.5 --out "$RUNS/ft-c-avg50"
 
+# 1e. Candidate D: the shipped average fine-tuned again as C was, on the next 0.3 epoch of C's batch stream
+#     (--data-offset 3852: the batches after C's last), then averaged with its start (alpha 0.5). Validation is the
+#     mean over files weighted by the square root of their held-out rows (a 6-triple file no longer counts as much
+#     as lcqmc's 5,430 pairs).
+stage finetune-d zhembed finetune --model "$RUNS/ft-c-avg50" --train "$TRAIN" --out "$RUNS/ft-d" \
+  --work-dir "$RUNS/finetune-d" --eval-data "$DATA/eval" --val-fraction 0.03 --teacher "$TEACHER" \
+  --distill-weight 300 --distill-corpus "$CORPUS" --distill-max-sentences 129024 --cache-dir "$RUNS/distill-v2/cache" \
+  --matryoshka 384,256,128,64,32 --word-order-negatives 20000 --size-exponent 0.5 --data-offset 3852 \
+  --epochs 0.3 --batch-size 32 --lr 5e-5 --max-length 64 --eval-every 1000 --checkpoint-every 300 \
+  --threads "$THREADS" --seed 42 --resume
+stage average-d python scripts/interpolate.py "$RUNS/ft-c-avg50" "$RUNS/ft-d" --alpha 0.5 --out "$RUNS/ft-d-avg50"
+
 # 2. Distil v2: the teacher's embeddings of the whole corpus (cached once, fp16, resumable by chunk), the
 #    vocabulary pruned to the corpus, teacher layers 1,4,7,10, MSE on sentence embeddings, 1 epoch.
 stage distill zhembed distill --teacher "$TEACHER" --corpus "$CORPUS" --out "$RUNS/student-v2" --work-dir "$RUNS/distill-v2" \

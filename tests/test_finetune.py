@@ -137,3 +137,33 @@ def test_size_exponent_draws_small_files_more_often_and_keeps_the_epoch():
     assert (even.choice == 1).mean() == pytest.approx(0.5, abs=0.01)
     ds, rows = even.batch(7)
     assert len(rows) == 10 and ds in (big, small)
+
+
+def test_validation_mean_weighs_files_by_their_held_out_size():
+    """A 4-triple file that the model gets all wrong moves the mean far less than a 400-triple file it gets right
+    (an unweighted mean put them level, 50)."""
+    from zhembed.train.finetune import Dataset, validation
+
+    class Lookup:
+        def encode(self, texts, **_):
+            return np.array([[1.0, 0.0] if t.startswith("same") else [0.0, 1.0] for t in texts])
+
+    right = Dataset("big", "triples", [("same a", "same b", "other c")] * 400)
+    wrong = Dataset("tiny", "triples", [("same a", "other b", "same c")] * 4)
+    scores = validation(Lookup(), [right, wrong])
+    assert (scores["big"], scores["tiny"]) == (100.0, 0.0)
+    assert scores["mean"] == pytest.approx(100 * 20 / 22)
+
+
+def test_data_offset_continues_an_earlier_runs_batch_stream(tmp_path, tiny_bert):
+    _, _, sts, nli, _ = _files(tmp_path)
+
+    def files_drawn(offset: int, epochs: float) -> list[str]:
+        messages = []
+        finetune(FinetuneConfig(model=str(tiny_bert), train=[str(sts), str(nli)], out=str(tmp_path / f"out{offset}"),
+                                batch_size=4, epochs=epochs, data_offset=offset, work_dir=str(tmp_path / f"w{offset}"),
+                                eval_every=1000, log_every=1, size_exponent=0.0), log=messages.append)
+        return [m.split()[2] for m in messages if m.startswith("step ")]
+
+    whole = files_drawn(0, 1.0)
+    assert len(whole) == 15 and files_drawn(7, 8 / 15) == whole[7:]

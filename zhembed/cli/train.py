@@ -70,6 +70,7 @@ def finetune(model: Annotated[str, typer.Option(help="The model to fine-tune (e.
              checkpoint_every: int = F.checkpoint_every, eval_every: int = F.eval_every, threads: ThreadsOpt = F.threads, precision: PrecisionOpt = F.precision,
              group_size: Annotated[int, typer.Option(help="Texts per forward pass, length-sorted (0: a step's texts at once).")] = F.group_size,
              size_exponent: Annotated[float, typer.Option(help="Draw a step's file with probability ∝ rows**this (1: by size; 0.5: small files more often; 0: evenly).")] = F.size_exponent,
+             data_offset: Annotated[int, typer.Option(help="Start the batch stream at this step, so a run from an earlier run's weights sees the batches after it.")] = F.data_offset,
              resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
     """Fine-tune on labelled pairs: CoSENT for scores and labels, in-batch ranking for NLI triples."""
     require("train", "zhembed finetune")

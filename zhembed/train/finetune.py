@@ -52,6 +52,7 @@ class FinetuneConfig:
     precision: str = "auto"       # the forward pass: "bf16" autocast, "fp32", or "auto" (bf16 where the CPU has it)
     group_size: int = 32          # texts per forward pass, length-sorted so each pads little (0: a step's texts at once)
     size_exponent: float = 1.0    # a step's file is drawn with probability ∝ rows**this (1: by size; 0: evenly)
+    data_offset: int = 0          # start the batch stream at this step: a run from an earlier run's weights sees new batches
     epochs: float = 1.0
     batch_size: int = 32
     lr: float = 5e-5
@@ -291,20 +292,25 @@ def agreement(encoder, corpus: Corpus, pairs: int = 5000) -> float:
 
 def validation(encoder, held_out: list[Dataset]) -> dict[str, float]:
     """Per held-out training file: Spearman x 100 of cosine and label (pairs), or the share of triples whose
-    positive scores above their negative; and their mean (a file whose held-out labels are all equal has no
-    Spearman, and is left out of it)."""
+    positive scores above their negative; and their mean, each file weighted by the square root of its held-out
+    rows, so that a file of 6 rows (one triple moves it 17 points) does not count as much as one of 5,000. A file
+    whose held-out labels are all equal has no Spearman, and is left out of the mean."""
     from ..eval.suite import spearman
 
-    scores = {}
+    scores, weights = {}, {}
     for ds in held_out:
+        weights[ds.name] = len(ds.rows) ** 0.5
         columns = [encoder.encode(list(col), batch_size=64, show_progress=False) for col in zip(*ds.rows)]
         if ds.kind == "triples":
             anchor, positive, negative = columns
             scores[ds.name] = 100 * float(np.mean((anchor * positive).sum(1) > (anchor * negative).sum(1)))
         else:
             scores[ds.name] = 100 * spearman((columns[0] * columns[1]).sum(1), ds.labels)
-    finite = [v for v in scores.values() if np.isfinite(v)]
-    return {**scores, "mean": float(np.mean(finite)) if finite else -float("inf")}
+    finite = [name for name, v in scores.items() if np.isfinite(v)]
+    if not finite:
+        return {**scores, "mean": -float("inf")}
+    mean = np.average([scores[n] for n in finite], weights=[weights[n] for n in finite])
+    return {**scores, "mean": float(mean)}
 
 
 def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
@@ -339,10 +345,10 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
     run = Run.start(cfg, model, int(sampler.steps_per_epoch * cfg.epochs), ckpt_file, resume, -float("inf"), log)
 
     while not run.done:
-        ds, rows = sampler.batch(run.step)
+        ds, rows = sampler.batch(cfg.data_offset + run.step)
         loss = step_loss(model, encoder, ds, rows, cfg, dims)
         if corpus is not None:
-            loss = loss + cfg.distill_weight * distill_loss(model, encoder, corpus, run.step, cfg)
+            loss = loss + cfg.distill_weight * distill_loss(model, encoder, corpus, cfg.data_offset + run.step, cfg)
         run.update(loss)
         if run.due(cfg.log_every):
             log(f"step {run.step}/{run.total} {ds.name} loss {loss.item():.4f} ({run.steps_per_second():.2f} steps/s, "
