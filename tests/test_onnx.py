@@ -108,3 +108,15 @@ def test_int8_vectors_do_not_depend_on_the_batch(exported):
 def test_int8_needs_calibration_sentences(tiny_bert, tmp_path):
     with pytest.raises(ZhembedError, match="--calibration"):
         export_onnx(tiny_bert, tmp_path / "m", quantize="int8")
+
+
+def test_spinning_modes_reach_the_onnx_session(exported):
+    from zhembed.runtime.backends import OnnxBackend
+
+    onnx = next(Path(exported).glob("onnx/*.onnx"))
+    config = OnnxBackend(onnx, spinning="within-runs").session.get_session_options().get_session_config_entry
+    assert (config("session.intra_op.allow_spinning"), config("session.force_spinning_stop")) == ("1", "1")
+    assert OnnxBackend(onnx, spinning="never").session.get_session_options() \
+        .get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(ZhembedError, match="onnx spinning must be one of always, within-runs, never, got 'yes'"):
+        OnnxBackend(onnx, spinning="yes")

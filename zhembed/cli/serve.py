@@ -43,6 +43,7 @@ def serve(model: ModelOpt = None,
           request_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for the model; beyond: 503.")] = D.request_timeout,
           fast_lane_chars: Annotated[int, typer.Option(help="Requests up to this many characters are batched before bigger ones.")] = D.fast_lane_chars,
           threads: Annotated[Optional[int], typer.Option(help="Model threads (default: all cores).")] = None,
+          onnx_spinning: Annotated[str, typer.Option(help="ONNX threads busy-wait: always, within-runs (between the ops of a pass, never between passes) or never.")] = "within-runs",
           index: Annotated[Optional[Path], typer.Option(help="A zhembed index to serve at POST /search.")] = None):
     """Serve an OpenAI-compatible /v1/embeddings API with dynamic batching (and /search over an index)."""
     require("serve", "zhembed serve")
@@ -58,7 +59,7 @@ def serve(model: ModelOpt = None,
 
     given = locals()
     limits = Limits(**{f.name: given[f.name] for f in fields(Limits)})
-    encoder = Encoder.load(model, backend=backend, num_threads=threads, onnx_spinning=False)
+    encoder = Encoder.load(model, backend=backend, num_threads=threads, onnx_spinning=onnx_spinning)
     searchable = _load_index(index, encoder) if index else None
     hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None
     run(encoder, host, port, limits, allowed_hosts=hosts, index=searchable, api_key=api_key)

@@ -75,13 +75,14 @@ class Encoder:
 
     @classmethod
     def load(cls, path: str | Path | None = None, backend: str = "auto", num_threads: int | None = None,
-             onnx_file: str | None = None, graph_optimization: str = "all", onnx_spinning: bool = True) -> Encoder:
+             onnx_file: str | None = None, graph_optimization: str = "all", onnx_spinning: str = "always") -> Encoder:
         """Load a local model directory (`None`: the default model; a shipped model's name: that model).
 
         backend: "torch"; "onnx" (DIR/onnx/model_qint8.onnx, else model.onnx, or `onnx_file`); "auto" picks
         ONNX when an exported file exists. The ONNX path imports neither torch nor transformers; the default
         model ships its int8 export, so it loads at once. A static model directory (zhembed-static-zh) always
-        runs on numpy, whichever backend is asked for.
+        runs on numpy, whichever backend is asked for. onnx_spinning: "always", "within-runs" or "never"
+        (runtime.backends.OnnxBackend).
         """
         if backend not in ("auto", "onnx", "torch"):
             raise ZhembedError(f"unknown backend {backend!r}; choose auto, onnx or torch")
