@@ -101,7 +101,7 @@ def test_the_runtime_needs_only_the_core_install():
                 third_party.add((node.module or "").split(".")[0])
     # torch and transformers only behind require("train", ...): the torch backend and vocab.txt tokenizers
     assert third_party - set(sys.stdlib_module_names) - {"__future__", ""} == {
-        "numpy", "onnxruntime", "tokenizers", "torch", "transformers"}  # tqdm through zhembed.progress
+        "numpy", "onnxruntime", "sentencepiece", "tokenizers", "torch", "transformers"}  # tqdm through zhembed.progress
 
 
 MODEL_DIR_FILES = {"config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "model.safetensors",

@@ -178,3 +178,32 @@ def test_a_cascade_index_rescores_first_stage_candidates_with_the_transformer(ti
     assert abs(first_stage[0].score - float(Encoder.load(tiny_static).encode(first_stage[0].text) @ static_query)) < 1e-5
     code, out, err = run(monkeypatch, capsys, "search", tmp_path / "idx", "花呗怎么还款", "-k", "2", "--rerank", "6")
     assert code == 0 and out.splitlines()[1].endswith(exact[0][1]), err
+
+
+WHITESPACE_ENDS = [chr(c) for c in range(0x110000) if chr(c).isspace()] + [chr(c) for c in range(0x2000, 0x2070)] + \
+    ["\ufeff", "\u180e", "\x00", "\x7f", "\u00ad", "\u2581", "\u3164", "\uffa0"]
+ODD_TEXTS = ["", " ", "   ", "你好 ", " 你好", "  前后  空格  ", "a\t\tb", "第一行\n第二行\n", "😀🎉", "ＡＢＣ１２３", "ǅ ﬁ ①②",
+             "花呗怎么还款" * 80] + [f"你好{w}" for w in WHITESPACE_ENDS] + [f"a{w}{w}b" for w in WHITESPACE_ENDS]
+
+
+@pytest.mark.parametrize("name", [SHIPPED_MODEL, SHIPPED_STATIC])
+def test_sentencepiece_ids_are_the_tokenizers_ids(name):
+    """Both shipped models tokenize through sentencepiece (runtime.tokenizer.UnigramIds): the same ids as
+    tokenizers gives, at every length, for odd whitespace, emoji, width variants, long texts and, where the
+    data is here, 5,000 corpus sentences."""
+    truncating = Encoder.load(name)._truncating
+    assert truncating.fast is not None
+    texts = ODD_TEXTS + _corpus(5000)
+    for length in (8, 64, 256):
+        slow = [e.ids for e in truncating._encode(texts, length, with_offsets=False)[0]]
+        assert truncating(texts, length) == slow
+
+
+def _corpus(n: int) -> list[str]:
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus" / "sentences.txt"
+    return path.read_text(encoding="utf-8").splitlines()[:n] if path.exists() else []
+
+
+def test_a_tokenizer_sentencepiece_cannot_copy_keeps_tokenizers(tiny_bert):
+    truncating = Encoder.load(tiny_bert)._truncating  # a BERT WordPiece vocabulary
+    assert truncating.fast is None and truncating(["花呗怎么还款"], 8)[0][0] == truncating.base.token_to_id("[CLS]")

@@ -2,9 +2,10 @@
 
 A static model (zhembed-static-zh, made by `zhembed distill-static`) has no layers, so it encodes far
 faster than any transformer; it knows no word order. `encoder.StaticEncoder` gives it the Encoder's whole
-interface, so every command that takes --model takes it. Tokenization is one `encode_batch` over all texts;
-then each length-sorted batch is one gather of table rows and one sum (numpy's reduceat over rows is ten
-times slower).
+interface, so every command that takes --model takes it. Tokenization is one sentencepiece call over all texts
+(runtime.tokenizer.UnigramIds: the ids of its tokenizer.json); then each length-sorted batch is one gather of
+table rows and one sum (numpy's reduceat over rows is ten times slower, a running sum per chunk ten times
+too), the batches spread over the cores.
 """
 
 from __future__ import annotations

@@ -3,15 +3,28 @@
 `tokenizers.Tokenizer` keeps truncation as mutable state, so one shared tokenizer re-configured per call
 lets two threads encoding at different lengths truncate each other's texts. Each length gets its own copy,
 configured once and never changed afterwards.
+
+An XLM-R-style Unigram tokenizer.json (precompiled normalizer, Metaspace, no post-processor or a <s> ... </s>
+template), such as both shipped models', also gets a sentencepiece processor built from the same pieces,
+scores and normalization map: it gives the same ids about eight times faster than `encode_batch_fast` and
+its Encoding objects (20,000 corpus sentences on 2 cores: 600,000 against 70,000 a second), which is most of
+a static model's encoding time. tests/test_static.py checks the two agree.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ZhembedError, require
 from ..modeldir import read_pad_tokens, tokenizer_files
+from .backends import default_threads
+
+FAST_BATCH_THREADED = 256  # texts from which sentencepiece encodes on every core (below it, threads cost more)
 
 
 def load_tokenizer(model_dir: Path):
@@ -42,12 +55,94 @@ def pad_token_id(model_dir: Path, tokenizer) -> int:
     return 0
 
 
+class UnigramIds:
+    """Token ids through sentencepiece for a tokenizer.json it reproduces exactly (`UnigramIds.of`)."""
+
+    def __init__(self, processor, space_id: int, bos: list[int], eos: list[int], normalizer):
+        self.processor, self.space_id, self.bos, self.eos = processor, space_id, bos, eos
+        self.normalizer = normalizer
+        self.ends_in_space: dict[str, bool] = {"": False}  # a text's last character: normalized to a space?
+
+    @classmethod
+    def of(cls, tokenizer) -> UnigramIds | None:
+        """The sentencepiece twin of a `tokenizers.Tokenizer`, or None where it is not one it reproduces (or
+        sentencepiece is not installed)."""
+        spec = json.loads(tokenizer.to_str())
+        model, pre, post = spec.get("model") or {}, spec.get("pre_tokenizer") or {}, spec.get("post_processor")
+        norms = spec.get("normalizer") or {}
+        norms = norms.get("normalizers", [norms]) if norms.get("type") == "Sequence" else [norms]
+        collapse = {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}
+        if model.get("type") != "Unigram" or model.get("byte_fallback") or model.get("unk_id") is None \
+                or norms[0].get("type") != "Precompiled" or any(n != collapse for n in norms[1:]) \
+                or pre != {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}:
+            return None
+        bos_eos = _template(post, model["vocab"])
+        if bos_eos is None:
+            return None
+        try:
+            import sentencepiece
+            from sentencepiece import sentencepiece_model_pb2 as pb
+        except ImportError:
+            return None
+        proto = pb.ModelProto()
+        proto.trainer_spec.model_type = pb.TrainerSpec.UNIGRAM
+        proto.trainer_spec.unk_id = model["unk_id"]
+        proto.trainer_spec.bos_id = proto.trainer_spec.eos_id = proto.trainer_spec.pad_id = -1
+        proto.normalizer_spec.name = "precompiled"
+        proto.normalizer_spec.precompiled_charsmap = base64.b64decode(norms[0]["precompiled_charsmap"])
+        proto.normalizer_spec.add_dummy_prefix = proto.normalizer_spec.escape_whitespaces = True
+        proto.normalizer_spec.remove_extra_whitespaces = True
+        special = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
+        kinds = pb.ModelProto.SentencePiece
+        for i, (piece, score) in enumerate(model["vocab"]):
+            kind = kinds.UNKNOWN if i == model["unk_id"] else kinds.CONTROL if i in special else kinds.NORMAL
+            proto.pieces.add(piece=piece, score=score, type=kind)
+        space = next((i for i, (piece, _) in enumerate(model["vocab"]) if piece == "\u2581"), None)
+        if space is None:
+            return None
+        return cls(sentencepiece.SentencePieceProcessor(model_proto=proto.SerializeToString()), space, *bos_eos,
+                   tokenizer.normalizer)
+
+    def __call__(self, texts: list[str], length: int, threads: int) -> list[list[int]]:
+        """Ids of each text, special tokens included, cut to `length`. sentencepiece drops trailing whitespace,
+        which tokenizers keeps as one "▁" piece: that piece is added back."""
+        ids = self.processor.encode(texts, num_threads=threads)
+        last = [t[-1:] for t in texts]
+        for c in set(last).difference(self.ends_in_space):
+            self.ends_in_space[c] = self.normalizer.normalize_str(c).endswith(" ")
+        for i in np.flatnonzero(np.fromiter(map(self.ends_in_space.__getitem__, last), bool, len(texts))):
+            ids[i].append(self.space_id)
+        room = length - len(self.bos) - len(self.eos)
+        if self.bos or self.eos:
+            return [self.bos + x[:room] + self.eos for x in ids]
+        return [x[:room] if len(x) > room else x for x in ids]
+
+
+def _template(post: dict | None, vocab: list) -> tuple[list[int], list[int]] | None:
+    """(ids before, ids after) a single text for no post-processor or a TemplateProcessing of special tokens
+    around it; None for anything else."""
+    if post is None:
+        return [], []
+    if post.get("type") != "TemplateProcessing":
+        return None
+    single, specials = post.get("single", []), post.get("special_tokens", {})
+    where = [i for i, part in enumerate(single) if "Sequence" in part]
+    if len(where) != 1 or any("SpecialToken" not in p for i, p in enumerate(single) if i != where[0]):
+        return None
+    ids = [specials[p["SpecialToken"]["id"]]["ids"] for i, p in enumerate(single) if i != where[0]]
+    if any(len(x) != 1 for x in ids):
+        return None
+    flat = [x[0] for x in ids]
+    return flat[:where[0]], flat[where[0]:]
+
+
 class TruncatingTokenizer:
     """Token ids of texts cut to a length, safe to call from many threads at many lengths."""
 
     def __init__(self, tokenizer, max_positions: int):
         self.base, self.max_positions = tokenizer, max_positions
         self._json = tokenizer.to_str()
+        self.fast = UnigramIds.of(tokenizer)
         self._by_length: dict[int, object] = {}
         self._lock = threading.Lock()
         # No token covers more characters than its longest piece does (twice that, for normalization), so a
@@ -76,6 +171,10 @@ class TruncatingTokenizer:
 
     def __call__(self, texts: list[str], max_length: int) -> list[list[int]]:
         """Ids of each text, truncated to max_length (and to the model's position limit)."""
+        if self.fast is not None:
+            length, limit = self._limits(max_length)
+            threads = 1 if len(texts) < FAST_BATCH_THREADED else default_threads()
+            return self.fast([t[:limit] if len(t) > limit else t for t in texts], length, threads)
         return [e.ids for e in self._encode(texts, max_length, with_offsets=False)[0]]
 
     def truncated(self, texts: list[str], max_length: int) -> int:
@@ -83,13 +182,18 @@ class TruncatingTokenizer:
         encodings, cut = self._encode(texts, max_length)
         return sum(bool(e.overflowing) or c for e, c in zip(encodings, cut))
 
-    def _encode(self, texts: list[str], max_length: int, with_offsets: bool = True) -> tuple[list, list[bool]]:
-        """Encodings truncated to max_length, and which texts were first cut to a bounded number of characters
-        (those are longer than max_length tokens whatever their content)."""
+    def _limits(self, max_length: int) -> tuple[int, int]:
+        """(tokens, characters) a text is cut to: max_length within the position limit, and the characters
+        that surely hold that many tokens."""
         if max_length < 2:
             raise ZhembedError(f"max_length must be at least 2, got {max_length}")
         length = min(max_length, self.max_positions)
-        limit = (length + 8) * self.chars_per_token
+        return length, (length + 8) * self.chars_per_token
+
+    def _encode(self, texts: list[str], max_length: int, with_offsets: bool = True) -> tuple[list, list[bool]]:
+        """Encodings truncated to max_length, and which texts were first cut to a bounded number of characters
+        (those are longer than max_length tokens whatever their content)."""
+        length, limit = self._limits(max_length)
         cut = [len(t) > limit for t in texts]
         tokenizer = self._for_length(length)
         encode = tokenizer.encode_batch if with_offsets else tokenizer.encode_batch_fast
