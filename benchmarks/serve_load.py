@@ -1,12 +1,13 @@
 """Load test of `zhembed serve` on loopback, optionally against Infinity on the same ONNX model, in one run.
 
-    python benchmarks/serve_load.py [--model DIR] [--peer infinity] [--rounds 3] [--seconds 10]
+    python benchmarks/serve_load.py [--model DIR] [--peer infinity] [--rounds 3] [--seconds 10] [--variant NAME=FLAGS]
 
 0. Offline, in this process: the Encoder's throughput at batch 32 and its one-sentence latency (p50), same
    model and backend as the server.
 1. Starts `zhembed serve` (and, with `--peer infinity`, Infinity's optimum engine on a copy of the model
    directory with its int8 ONNX at the root, `--pooling-method mean`; benchmarks/infinity_venv.sh builds its
-   venv) on free 127.0.0.1 ports, and checks that both return the Encoder's vectors.
+   venv) on free 127.0.0.1 ports, and checks that both return the Encoder's vectors. Each `--variant` adds one
+   more zhembed server with other serve flags, measured in the same rotation.
 2. Three loads, each system in turn, in `--rounds` rounds whose order rotates, after one warm-up pass of
    every load on every system:
    - `16x1`: 16 clients, one sentence per request (requests/s);
@@ -229,6 +230,8 @@ def main() -> None:
     parser.add_argument("--peer", choices=["infinity"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                        help="one more zhembed server with these serve flags, e.g. nospin='--onnx-spinning never'")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -236,7 +239,11 @@ def main() -> None:
     encoder = Encoder.load(args.model, backend=args.backend)
     base = offline(args.model, args.backend, texts)
     cmd = [sys.executable, "-m", "zhembed", "serve", "--host", HOST, "--port", "{port}", "--backend", args.backend]
-    systems = [System("zhembed", cmd + (["--model", args.model] if args.model else []), "/v1/embeddings", "")]
+    cmd += ["--model", args.model] if args.model else []
+    systems = [System("zhembed", cmd, "/v1/embeddings", "")]
+    for variant in args.variant:
+        name, _, flags = variant.partition("=")
+        systems.append(System(f"zhembed-{name}", cmd + flags.split(), "/v1/embeddings", ""))
     with tempfile.TemporaryDirectory() as work:
         try:
             if args.peer == "infinity":

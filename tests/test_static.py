@@ -183,7 +183,7 @@ def test_a_cascade_index_rescores_first_stage_candidates_with_the_transformer(ti
 WHITESPACE_ENDS = [chr(c) for c in range(0x110000) if chr(c).isspace()] + [chr(c) for c in range(0x2000, 0x2070)] + \
     ["\ufeff", "\u180e", "\x00", "\x7f", "\u00ad", "\u2581", "\u3164", "\uffa0"]
 ODD_TEXTS = ["", " ", "   ", "你好 ", " 你好", "  前后  空格  ", "a\t\tb", "第一行\n第二行\n", "😀🎉", "ＡＢＣ１２３", "ǅ ﬁ ①②",
-             "花呗怎么还款" * 80] + [f"你好{w}" for w in WHITESPACE_ENDS] + [f"a{w}{w}b" for w in WHITESPACE_ENDS]
+             "花呗怎么还款" * 80, "a<s>b", "</s>", "<unk> <pad>"] + [f"你好{w}" for w in WHITESPACE_ENDS] + [f"a{w}{w}b" for w in WHITESPACE_ENDS]
 
 
 @pytest.mark.parametrize("name", [SHIPPED_MODEL, SHIPPED_STATIC])
@@ -197,6 +197,9 @@ def test_sentencepiece_ids_are_the_tokenizers_ids(name):
     for length in (8, 64, 256):
         slow = [e.ids for e in truncating._encode(texts, length, with_offsets=False)[0]]
         assert truncating(texts, length) == slow
+        plain = [i for i, t in enumerate(texts) if truncating.fast.reads([t])]  # without a literal "<s>" etc.
+        assert len(plain) == len(texts) - 3 and truncating.fast([texts[i] for i in plain], length, 2) == \
+            [slow[i] for i in plain]
 
 
 def _corpus(n: int) -> list[str]:

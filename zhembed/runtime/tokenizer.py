@@ -56,11 +56,12 @@ def pad_token_id(model_dir: Path, tokenizer) -> int:
 
 
 class UnigramIds:
-    """Token ids through sentencepiece for a tokenizer.json it reproduces exactly (`UnigramIds.of`)."""
+    """Token ids through sentencepiece for a tokenizer.json it reproduces exactly (`UnigramIds.of`). Texts that
+    spell out one of the tokenizer's added tokens (such as "<s>") are not for it: `reads` says so."""
 
-    def __init__(self, processor, space_id: int, bos: list[int], eos: list[int], normalizer):
+    def __init__(self, processor, space_id: int, bos: list[int], eos: list[int], normalizer, added: list[str]):
         self.processor, self.space_id, self.bos, self.eos = processor, space_id, bos, eos
-        self.normalizer = normalizer
+        self.normalizer, self.added = normalizer, added
         self.ends_in_space: dict[str, bool] = {"": False}  # a text's last character: normalized to a space?
 
     @classmethod
@@ -68,40 +69,25 @@ class UnigramIds:
         """The sentencepiece twin of a `tokenizers.Tokenizer`, or None where it is not one it reproduces (or
         sentencepiece is not installed)."""
         spec = json.loads(tokenizer.to_str())
-        model, pre, post = spec.get("model") or {}, spec.get("pre_tokenizer") or {}, spec.get("post_processor")
-        norms = spec.get("normalizer") or {}
-        norms = norms.get("normalizers", [norms]) if norms.get("type") == "Sequence" else [norms]
-        collapse = {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}
-        if model.get("type") != "Unigram" or model.get("byte_fallback") or model.get("unk_id") is None \
-                or norms[0].get("type") != "Precompiled" or any(n != collapse for n in norms[1:]) \
-                or pre != {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}:
+        if not _reproducible(spec):
             return None
-        bos_eos = _template(post, model["vocab"])
-        if bos_eos is None:
+        space = next((i for i, (piece, _) in enumerate(spec["model"]["vocab"]) if piece == "\u2581"), None)
+        around = _template(spec.get("post_processor"))
+        if space is None or around is None:
             return None
         try:
             import sentencepiece
-            from sentencepiece import sentencepiece_model_pb2 as pb
+            from sentencepiece import sentencepiece_model_pb2
         except ImportError:
             return None
-        proto = pb.ModelProto()
-        proto.trainer_spec.model_type = pb.TrainerSpec.UNIGRAM
-        proto.trainer_spec.unk_id = model["unk_id"]
-        proto.trainer_spec.bos_id = proto.trainer_spec.eos_id = proto.trainer_spec.pad_id = -1
-        proto.normalizer_spec.name = "precompiled"
-        proto.normalizer_spec.precompiled_charsmap = base64.b64decode(norms[0]["precompiled_charsmap"])
-        proto.normalizer_spec.add_dummy_prefix = proto.normalizer_spec.escape_whitespaces = True
-        proto.normalizer_spec.remove_extra_whitespaces = True
-        special = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
-        kinds = pb.ModelProto.SentencePiece
-        for i, (piece, score) in enumerate(model["vocab"]):
-            kind = kinds.UNKNOWN if i == model["unk_id"] else kinds.CONTROL if i in special else kinds.NORMAL
-            proto.pieces.add(piece=piece, score=score, type=kind)
-        space = next((i for i, (piece, _) in enumerate(model["vocab"]) if piece == "\u2581"), None)
-        if space is None:
-            return None
-        return cls(sentencepiece.SentencePieceProcessor(model_proto=proto.SerializeToString()), space, *bos_eos,
-                   tokenizer.normalizer)
+        proto = _model_proto(spec, sentencepiece_model_pb2)
+        added = [t["content"] for t in spec.get("added_tokens", [])]
+        return cls(sentencepiece.SentencePieceProcessor(model_proto=proto), space, *around, tokenizer.normalizer, added)
+
+    def reads(self, texts: list[str]) -> bool:
+        """Whether none of the texts spells out an added token (tokenizers matches those before normalizing)."""
+        joined = "\n".join(texts)
+        return not any(token in joined for token in self.added)
 
     def __call__(self, texts: list[str], length: int, threads: int) -> list[list[int]]:
         """Ids of each text, special tokens included, cut to `length`. sentencepiece drops trailing whitespace,
@@ -118,7 +104,38 @@ class UnigramIds:
         return [x[:room] if len(x) > room else x for x in ids]
 
 
-def _template(post: dict | None, vocab: list) -> tuple[list[int], list[int]] | None:
+def _reproducible(spec: dict) -> bool:
+    """An XLM-R-style Unigram: precompiled normalization (and runs of spaces collapsed), Metaspace."""
+    model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
+    norms = spec.get("normalizer") or {}
+    norms = norms.get("normalizers", [norms]) if norms.get("type") == "Sequence" else [norms]
+    collapse = {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}
+    return (model.get("type") == "Unigram" and not model.get("byte_fallback") and model.get("unk_id") is not None
+            and norms[0].get("type") == "Precompiled" and all(n == collapse for n in norms[1:])
+            and pre == {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True})
+
+
+def _model_proto(spec: dict, pb) -> bytes:
+    """sentencepiece's serialized ModelProto of the same pieces, scores and normalization map."""
+    model = spec["model"]
+    proto = pb.ModelProto()
+    proto.trainer_spec.model_type = pb.TrainerSpec.UNIGRAM
+    proto.trainer_spec.unk_id = model["unk_id"]
+    proto.trainer_spec.bos_id = proto.trainer_spec.eos_id = proto.trainer_spec.pad_id = -1
+    norms = spec["normalizer"].get("normalizers", [spec["normalizer"]])
+    proto.normalizer_spec.name = "precompiled"
+    proto.normalizer_spec.precompiled_charsmap = base64.b64decode(norms[0]["precompiled_charsmap"])
+    proto.normalizer_spec.add_dummy_prefix = proto.normalizer_spec.escape_whitespaces = True
+    proto.normalizer_spec.remove_extra_whitespaces = True
+    special = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
+    kinds = pb.ModelProto.SentencePiece
+    for i, (piece, score) in enumerate(model["vocab"]):
+        kind = kinds.UNKNOWN if i == model["unk_id"] else kinds.CONTROL if i in special else kinds.NORMAL
+        proto.pieces.add(piece=piece, score=score, type=kind)
+    return proto.SerializeToString()
+
+
+def _template(post: dict | None) -> tuple[list[int], list[int]] | None:
     """(ids before, ids after) a single text for no post-processor or a TemplateProcessing of special tokens
     around it; None for anything else."""
     if post is None:
@@ -171,7 +188,7 @@ class TruncatingTokenizer:
 
     def __call__(self, texts: list[str], max_length: int) -> list[list[int]]:
         """Ids of each text, truncated to max_length (and to the model's position limit)."""
-        if self.fast is not None:
+        if self.fast is not None and self.fast.reads(texts):
             length, limit = self._limits(max_length)
             threads = 1 if len(texts) < FAST_BATCH_THREADED else default_threads()
             return self.fast([t[:limit] if len(t) > limit else t for t in texts], length, threads)
