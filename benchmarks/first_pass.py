@@ -30,10 +30,10 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval" /
 CHILD = """
 import sys, time
 from zhembed import Encoder
-warmup, n, path, spinning = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+warmup, n, path, spinning = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 rows = [line.split("\\t") for line in open(path, encoding="utf-8").read().splitlines()]
 texts = list(dict.fromkeys(t for row in rows for t in row[:2]))[:n]
-enc = Encoder.load(onnx_spinning="always" if spinning else "never")
+enc = Encoder.load(onnx_spinning=spinning)
 enc.encode(texts[:warmup], batch_size=16)
 start = time.perf_counter()
 enc.encode(texts, batch_size=16)
@@ -49,7 +49,7 @@ def histogram(rates: list[float], bins: int = 8) -> str:
 
 def zhembed_command(args) -> list[str]:
     return [sys.executable, "-c", CHILD, str(args.warmup), str(args.sentences), str(DATA),
-            "0" if args.no_spinning else "1"]
+            "never" if args.no_spinning else "always"]
 
 
 def peer_command(args) -> list[str]:

@@ -65,10 +65,10 @@ class UnigramIds:
         self.ends_in_space: dict[str, bool] = {"": False}  # a text's last character: normalized to a space?
 
     @classmethod
-    def of(cls, tokenizer) -> UnigramIds | None:
-        """The sentencepiece twin of a `tokenizers.Tokenizer`, or None where it is not one it reproduces (or
-        sentencepiece is not installed)."""
-        spec = json.loads(tokenizer.to_str())
+    def of(cls, tokenizer, tokenizer_json: str) -> UnigramIds | None:
+        """The sentencepiece twin of a `tokenizers.Tokenizer` (and its serialized tokenizer.json), or None where
+        it is not one it reproduces (or sentencepiece is not installed)."""
+        spec = json.loads(tokenizer_json)
         if not _reproducible(spec):
             return None
         space = next((i for i, (piece, _) in enumerate(spec["model"]["vocab"]) if piece == "\u2581"), None)
@@ -106,13 +106,17 @@ class UnigramIds:
 
 def _reproducible(spec: dict) -> bool:
     """An XLM-R-style Unigram: precompiled normalization (and runs of spaces collapsed), Metaspace."""
-    model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
-    norms = spec.get("normalizer") or {}
-    norms = norms.get("normalizers", [norms]) if norms.get("type") == "Sequence" else [norms]
+    model, pre, norms = spec.get("model") or {}, spec.get("pre_tokenizer") or {}, _normalizers(spec)
     collapse = {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}
     return (model.get("type") == "Unigram" and not model.get("byte_fallback") and model.get("unk_id") is not None
             and norms[0].get("type") == "Precompiled" and all(n == collapse for n in norms[1:])
             and pre == {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True})
+
+
+def _normalizers(spec: dict) -> list[dict]:
+    """The tokenizer.json's normalizers, in order (a Sequence unwrapped)."""
+    norm = spec.get("normalizer") or {}
+    return norm.get("normalizers", [norm]) if norm.get("type") == "Sequence" else [norm]
 
 
 def _model_proto(spec: dict, pb) -> bytes:
@@ -122,9 +126,8 @@ def _model_proto(spec: dict, pb) -> bytes:
     proto.trainer_spec.model_type = pb.TrainerSpec.UNIGRAM
     proto.trainer_spec.unk_id = model["unk_id"]
     proto.trainer_spec.bos_id = proto.trainer_spec.eos_id = proto.trainer_spec.pad_id = -1
-    norms = spec["normalizer"].get("normalizers", [spec["normalizer"]])
     proto.normalizer_spec.name = "precompiled"
-    proto.normalizer_spec.precompiled_charsmap = base64.b64decode(norms[0]["precompiled_charsmap"])
+    proto.normalizer_spec.precompiled_charsmap = base64.b64decode(_normalizers(spec)[0]["precompiled_charsmap"])
     proto.normalizer_spec.add_dummy_prefix = proto.normalizer_spec.escape_whitespaces = True
     proto.normalizer_spec.remove_extra_whitespaces = True
     special = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
@@ -159,7 +162,7 @@ class TruncatingTokenizer:
     def __init__(self, tokenizer, max_positions: int):
         self.base, self.max_positions = tokenizer, max_positions
         self._json = tokenizer.to_str()
-        self.fast = UnigramIds.of(tokenizer)
+        self.fast = UnigramIds.of(tokenizer, self._json)
         self._by_length: dict[int, object] = {}
         self._lock = threading.Lock()
         # No token covers more characters than its longest piece does (twice that, for normalization), so a
