@@ -101,6 +101,20 @@ stage finetune-d zhembed finetune --model "$RUNS/ft-c-avg50" --train "$TRAIN" --
   --threads "$THREADS" --seed 42 --resume
 stage average-d python scripts/interpolate.py "$RUNS/ft-c-avg50" "$RUNS/ft-d" --alpha 0.5 --out "$RUNS/ft-d-avg50"
 
+# 1f. Candidate E: the shipped average (ft-c-avg50) fine-tuned on the batches after D's (--data-offset 7704), with
+#     four times the word-order negatives (80,000: pawsx_dev stayed near 4.8 with 20,000), 0.25 epoch so that it
+#     ends inside one session, then averaged with its start (alpha 0.5). runs/ has not survived between sessions,
+#     so E starts again from the shipped weights rather than from D.
+stage base-e bash -c "rm -rf $RUNS/base-e && mkdir -p $RUNS/base-e && git archive d85acc3 zhembed/models/zhembed-small-zh \
+  | tar -x -C $RUNS/base-e --strip-components=3"
+stage finetune-e zhembed finetune --model "$RUNS/base-e" --train "$TRAIN" --out "$RUNS/ft-e" \
+  --work-dir "$RUNS/finetune-e" --eval-data "$DATA/eval" --val-fraction 0.03 --teacher "$TEACHER" \
+  --distill-weight 300 --distill-corpus "$CORPUS" --distill-max-sentences 129024 --cache-dir "$RUNS/distill-v2/cache" \
+  --matryoshka 384,256,128,64,32 --word-order-negatives 80000 --size-exponent 0.5 --data-offset 7704 \
+  --epochs 0.25 --batch-size 32 --lr 5e-5 --max-length 64 --eval-every 1000 --checkpoint-every 300 \
+  --threads "$THREADS" --seed 42 --resume
+stage average-e python scripts/interpolate.py "$RUNS/base-e" "$RUNS/ft-e" --alpha 0.5 --out "$RUNS/ft-e-avg50"
+
 # 2. Distil v2: the teacher's embeddings of the whole corpus (cached once, fp16, resumable by chunk), the
 #    vocabulary pruned to the corpus, teacher layers 1,4,7,10, MSE on sentence embeddings, 1 epoch.
 stage distill zhembed distill --teacher "$TEACHER" --corpus "$CORPUS" --out "$RUNS/student-v2" --work-dir "$RUNS/distill-v2" \
