@@ -167,3 +167,16 @@ def test_data_offset_continues_an_earlier_runs_batch_stream(tmp_path, tiny_bert)
 
     whole = files_drawn(0, 1.0)
     assert len(whole) == 15 and files_drawn(7, 8 / 15) == whole[7:]
+
+
+def test_word_order_look_alikes_skip_evaluation_sentences():
+    """A swapped look-alike can equal an evaluation sentence by chance (1 in 155,200 rows with 80,000
+    negatives): it is skipped, where it used to stop the run at the contamination guard."""
+    from zhembed.train.finetune import Dataset, word_order_dataset
+    pairs = Dataset("qm", "cosent", [("今天天气很好啊", "今天天气不错"), ("我想去北京玩", "我要去北京旅游")],
+                    np.asarray([1.0, 1.0]))
+    made = word_order_dataset([pairs], 2, seed=0)
+    look_alikes = {b for (a, b), label in zip(made.rows, made.labels) if label == 0}
+    assert look_alikes
+    guarded = word_order_dataset([pairs], 2, seed=0, exclude=frozenset(look_alikes))
+    assert not look_alikes & {s for row in guarded.rows for s in row}

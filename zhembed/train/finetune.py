@@ -134,9 +134,11 @@ def swap_spans(text: str, rng: np.random.Generator) -> str | None:
     return None
 
 
-def word_order_dataset(datasets: list[Dataset], count: int, seed: int) -> Dataset:
+def word_order_dataset(datasets: list[Dataset], count: int, seed: int,
+                       exclude: frozenset[str] = frozenset()) -> Dataset:
     """Pairs (a, b, 1) of paraphrases from the binary CoSENT files, each beside (a, a with two spans swapped,
-    0): the model must rank a paraphrase above a look-alike that means something else."""
+    0): the model must rank a paraphrase above a look-alike that means something else. A look-alike that is
+    a sentence of `exclude` (the evaluation splits) is not made."""
     rng = np.random.default_rng(seed)
     positives = [row for ds in datasets if ds.kind == "cosent" and set(np.unique(ds.labels)) <= {0.0, 1.0}
                  for row, label in zip(ds.rows, ds.labels) if label == 1]
@@ -144,7 +146,7 @@ def word_order_dataset(datasets: list[Dataset], count: int, seed: int) -> Datase
     for i in rng.permutation(len(positives)):
         a, b = positives[i]
         swapped = swap_spans(a, rng)
-        if swapped is not None:
+        if swapped is not None and swapped not in exclude:
             rows += [(a, b), (a, swapped)]
             labels += [1.0, 0.0]
         if len(rows) >= 2 * count:
@@ -317,7 +319,9 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
     work, out, ckpt_file = start_run(cfg, resume)
     datasets = [load_dataset(Path(p)) for p in cfg.train]
     if cfg.word_order_negatives:
-        datasets.append(word_order_dataset(datasets, cfg.word_order_negatives, cfg.seed))
+        guarded = cfg.eval_data and not cfg.allow_overlap
+        exclude = frozenset().union(*eval_sentences(Path(cfg.eval_data)).values()) if guarded else frozenset()
+        datasets.append(word_order_dataset(datasets, cfg.word_order_negatives, cfg.seed, exclude))
     held_out = []
     if cfg.val_fraction:
         datasets, held_out = map(list, zip(*(split_validation(ds, cfg.val_fraction, cfg.seed) for ds in datasets)))
