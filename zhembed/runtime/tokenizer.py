@@ -92,7 +92,10 @@ class UnigramIds:
     def __call__(self, texts: list[str], length: int, threads: int) -> list[list[int]]:
         """Ids of each text, special tokens included, cut to `length`. sentencepiece drops trailing whitespace,
         which tokenizers keeps as one "▁" piece: that piece is added back."""
-        ids = self.processor.encode(texts, num_threads=threads)
+        if threads == 1:  # a list call starts a thread pool even for one thread: 100-200 us, 50 texts' worth
+            ids = [self.processor.encode(text) for text in texts]
+        else:
+            ids = self.processor.encode(texts, num_threads=threads)
         last = [t[-1:] for t in texts]
         for c in set(last).difference(self.ends_in_space):
             self.ends_in_space[c] = self.normalizer.normalize_str(c).endswith(" ")

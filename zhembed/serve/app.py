@@ -24,13 +24,13 @@ from .batching import BatchQueue
 from .infer import Infer
 from .limits import Limits
 from .schemas import (SURROGATE, ApiError, EmbeddingsRequest, SearchRequest, SimilarityRequest, error_body,
-                      error_response, hit_body, json_response)
+                      error_response, hit_body, json_response, parse, request_schema)
 
 __all__ = ["Limits", "create_app", "default_allowed_hosts", "serve"]
 
 
-async def embeddings(req: EmbeddingsRequest, request: Request) -> Response:
-    infer: Infer = request.app.state.infer
+async def embeddings(request: Request) -> Response:
+    req, infer = await parse(request, EmbeddingsRequest), request.app.state.infer
     texts = [req.input] if isinstance(req.input, str) else req.input
     if req.model is not None and SURROGATE.search(req.model):  # it is echoed back: refuse it before any work
         raise ApiError(400, "model contains a lone UTF-16 surrogate, which is not text; send valid Unicode", "model")
@@ -52,14 +52,14 @@ async def embeddings(req: EmbeddingsRequest, request: Request) -> Response:
                           "usage": infer.usage(ids, truncated=not chunked)})
 
 
-async def similarity(req: SimilarityRequest, request: Request) -> Response:
-    infer: Infer = request.app.state.infer
+async def similarity(request: Request) -> Response:
+    req, infer = await parse(request, SimilarityRequest), request.app.state.infer
     scores, ids = await infer.similarity(req.source, req.targets, req.calibrated, request.is_disconnected)
     return json_response({"scores": [round(float(s), 6) for s in scores], "usage": infer.usage(ids)})
 
 
-async def search(req: SearchRequest, request: Request) -> Response:
-    infer: Infer = request.app.state.infer
+async def search(request: Request) -> Response:
+    req, infer = await parse(request, SearchRequest), request.app.state.infer
     index, limits = request.app.state.index, infer.limits
     if index is None:
         raise ApiError(404, "this server has no index; start it with --index DIR")
@@ -126,9 +126,9 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
     app = FastAPI(title="zhembed", lifespan=lifespan)
     app.state.metrics, app.state.index = Metrics(), index
     app.state.model_name = model_name or encoder.path.name
-    app.post("/v1/embeddings")(embeddings)
-    app.post("/similarity")(similarity)
-    app.post("/search")(search)
+    for path, handler, body in (("/v1/embeddings", embeddings, EmbeddingsRequest),
+                                ("/similarity", similarity, SimilarityRequest), ("/search", search, SearchRequest)):
+        app.post(path, openapi_extra=request_schema(body))(handler)
     app.api_route("/health", methods=["GET", "HEAD"])(health)
     app.api_route("/health/", methods=["GET", "HEAD"], include_in_schema=False)(health)
     app.get("/metrics")(metrics)

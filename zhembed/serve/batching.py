@@ -87,10 +87,11 @@ class BatchQueue:
     def has_room(self, texts: int) -> bool:
         return self._depth + texts <= self.max_queue
 
-    async def submit(self, ids: list[list[int]], timeout: float = 60.0, urgent: bool = False) -> np.ndarray:
-        """Vectors for one request's tokenized texts, in order. QueueFull if there is no room for them,
-        Expired if the model has not reached them within `timeout` seconds; cancelling the caller drops
-        the texts that have not reached the model. Urgent jobs are batched before any other."""
+    def submit(self, ids: list[list[int]], timeout: float = 60.0, urgent: bool = False) -> asyncio.Future:
+        """A future of the vectors for one request's tokenized texts, in order (a plain future, not a
+        coroutine: no task per request). QueueFull at once if there is no room for them; the future fails
+        with Expired if the model has not reached them within `timeout` seconds; cancelling it drops the
+        texts that have not reached the model. Urgent jobs are batched before any other."""
         loop = asyncio.get_running_loop()
         job = _Job(ids, loop.create_future(), loop, time.monotonic() + timeout, urgent)
         with self._cond:
@@ -103,7 +104,7 @@ class BatchQueue:
             if urgent:
                 self._last_urgent = job.arrived
             self._cond.notify()
-        return await job.future
+        return job.future
 
     def _take(self, block: bool = True) -> list[tuple[_Job, int]] | None:
         """A batch within the token budget. Blocking: wait until there is work (None when stopping). Not

@@ -3,12 +3,15 @@ as text-embeddings-inference keeps them in router/src/http/types.rs."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Literal
 
 import orjson
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -39,6 +42,30 @@ class SimilarityRequest(BaseModel):
 class SearchRequest(BaseModel):
     query: str | list[str]
     k: int = 10
+
+
+async def parse(request: Request, body: type[BaseModel]) -> BaseModel:
+    """The request body as `body`, validated by pydantic straight from its bytes. FastAPI's own body
+    parameter (json.loads, then dependency solving, then validation) took about a third of a one-sentence
+    request's server time; its errors keep FastAPI's shape (a 'body' location, 'json_invalid' for bad JSON)."""
+    raw = await request.body()
+    try:
+        return body.model_validate_json(raw)
+    except ValidationError as e:
+        errors = e.errors()
+    if errors and errors[0]["type"] == "json_invalid":  # the strict parser refuses lone surrogates, which the
+        try:                                            # checks after it name: stdlib json takes them
+            return body.model_validate(json.loads(raw))
+        except ValidationError as e:
+            errors = e.errors()
+        except ValueError:
+            pass
+    raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in errors])
+
+
+def request_schema(body: type[BaseModel]) -> dict:
+    """The OpenAPI requestBody of a handler that parses `body` itself (see `parse`), for /docs."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": body.model_json_schema()}}}}
 
 
 def error_body(status: int, message: str, param: str | None = None) -> dict:
