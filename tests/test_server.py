@@ -197,3 +197,11 @@ def test_search_encodes_queries_at_the_index_max_length(encoder, tmp_path):
         hits = httpx.post(f"{base}/search", json={"query": query, "k": 3}).json()["results"][0]
     assert [h["id"] for h in hits] == [h.id for h in expected]
     assert [h["score"] for h in hits] == pytest.approx([h.score for h in expected], abs=1e-5)
+
+
+def test_openapi_documents_the_request_bodies(url):
+    """The handlers parse their bodies themselves (serve/schemas.py `parse`); /openapi.json still shows them."""
+    paths = httpx.get(f"{url}/openapi.json", timeout=30).json()["paths"]
+    for path, field in (("/v1/embeddings", "input"), ("/similarity", "targets"), ("/search", "query")):
+        schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert field in schema["properties"] and field in schema["required"]

@@ -129,7 +129,8 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
     for path, handler, body in (("/v1/embeddings", embeddings, EmbeddingsRequest),
                                 ("/similarity", similarity, SimilarityRequest), ("/search", search, SearchRequest)):
         app.post(path, openapi_extra=request_schema(body))(handler)
-    app.api_route("/health", methods=["GET", "HEAD"])(health)
+    app.get("/health")(health)
+    app.api_route("/health", methods=["HEAD"], include_in_schema=False)(health)
     app.api_route("/health/", methods=["GET", "HEAD"], include_in_schema=False)(health)
     app.get("/metrics")(metrics)
     for error, handler in ((ApiError, api_error), (RequestValidationError, validation_error),
