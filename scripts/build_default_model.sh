@@ -89,17 +89,22 @@ stage finetune-c zhembed finetune --model "$RUNS/base-1ep" --train "$TRAIN" --ou
 #     scored by scripts/validate.py, MODEL_CARD.md "Candidate C").
 stage average-c python scripts/interpolate.py "$RUNS/base-1ep" "$RUNS/ft-c" --alpha 0.5 --out "$RUNS/ft-c-avg50"
 
+further_round() {  # further_round NAME START DATA_OFFSET WORD_ORDER_NEGATIVES EPOCHS: C's recipe from START on the
+  local name=$1 start=$2  # batches after DATA_OFFSET, then the result averaged with START (alpha 0.5)
+  stage "finetune-$name" zhembed finetune --model "$start" --train "$TRAIN" --out "$RUNS/ft-$name" \
+    --work-dir "$RUNS/finetune-$name" --eval-data "$DATA/eval" --val-fraction 0.03 --teacher "$TEACHER" \
+    --distill-weight 300 --distill-corpus "$CORPUS" --distill-max-sentences 129024 --cache-dir "$RUNS/distill-v2/cache" \
+    --matryoshka 384,256,128,64,32 --word-order-negatives "$4" --size-exponent 0.5 --data-offset "$3" \
+    --epochs "$5" --batch-size 32 --lr 5e-5 --max-length 64 --eval-every 1000 --checkpoint-every 300 \
+    --threads "$THREADS" --seed 42 --resume
+  stage "average-$name" python scripts/interpolate.py "$start" "$RUNS/ft-$name" --alpha 0.5 --out "$RUNS/ft-$name-avg50"
+}
+
 # 1e. Candidate D: the shipped average fine-tuned again as C was, on the next 0.3 epoch of C's batch stream
 #     (--data-offset 3852: the batches after C's last), then averaged with its start (alpha 0.5). Validation is the
 #     mean over files weighted by the square root of their held-out rows (a 6-triple file no longer counts as much
 #     as lcqmc's 5,430 pairs).
-stage finetune-d zhembed finetune --model "$RUNS/ft-c-avg50" --train "$TRAIN" --out "$RUNS/ft-d" \
-  --work-dir "$RUNS/finetune-d" --eval-data "$DATA/eval" --val-fraction 0.03 --teacher "$TEACHER" \
-  --distill-weight 300 --distill-corpus "$CORPUS" --distill-max-sentences 129024 --cache-dir "$RUNS/distill-v2/cache" \
-  --matryoshka 384,256,128,64,32 --word-order-negatives 20000 --size-exponent 0.5 --data-offset 3852 \
-  --epochs 0.3 --batch-size 32 --lr 5e-5 --max-length 64 --eval-every 1000 --checkpoint-every 300 \
-  --threads "$THREADS" --seed 42 --resume
-stage average-d python scripts/interpolate.py "$RUNS/ft-c-avg50" "$RUNS/ft-d" --alpha 0.5 --out "$RUNS/ft-d-avg50"
+further_round d "$RUNS/ft-c-avg50" 3852 20000 0.3
 
 # 1f. Candidate E: the shipped average (ft-c-avg50) fine-tuned on the batches after D's (--data-offset 7704), with
 #     four times the word-order negatives (80,000: pawsx_dev stayed near 4.8 with 20,000), 0.25 epoch so that it
@@ -107,13 +112,7 @@ stage average-d python scripts/interpolate.py "$RUNS/ft-c-avg50" "$RUNS/ft-d" --
 #     so E starts again from the shipped weights rather than from D.
 stage base-e bash -c "rm -rf $RUNS/base-e && mkdir -p $RUNS/base-e && git archive d85acc3 zhembed/models/zhembed-small-zh \
   | tar -x -C $RUNS/base-e --strip-components=3"
-stage finetune-e zhembed finetune --model "$RUNS/base-e" --train "$TRAIN" --out "$RUNS/ft-e" \
-  --work-dir "$RUNS/finetune-e" --eval-data "$DATA/eval" --val-fraction 0.03 --teacher "$TEACHER" \
-  --distill-weight 300 --distill-corpus "$CORPUS" --distill-max-sentences 129024 --cache-dir "$RUNS/distill-v2/cache" \
-  --matryoshka 384,256,128,64,32 --word-order-negatives 80000 --size-exponent 0.5 --data-offset 7704 \
-  --epochs 0.25 --batch-size 32 --lr 5e-5 --max-length 64 --eval-every 1000 --checkpoint-every 300 \
-  --threads "$THREADS" --seed 42 --resume
-stage average-e python scripts/interpolate.py "$RUNS/base-e" "$RUNS/ft-e" --alpha 0.5 --out "$RUNS/ft-e-avg50"
+further_round e "$RUNS/base-e" 7704 80000 0.25
 
 # 2. Distil v2: the teacher's embeddings of the whole corpus (cached once, fp16, resumable by chunk), the
 #    vocabulary pruned to the corpus, teacher layers 1,4,7,10, MSE on sentence embeddings, 1 epoch.
