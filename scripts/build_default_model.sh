@@ -107,12 +107,12 @@ further_round() {  # further_round NAME START DATA_OFFSET WORD_ORDER_NEGATIVES E
 further_round d "$RUNS/ft-c-avg50" 3852 20000 0.3
 
 # 1f. Candidate E: the shipped average (ft-c-avg50) fine-tuned on the batches after D's (--data-offset 7704), with
-#     four times the word-order negatives (80,000: pawsx_dev stayed near 4.8 with 20,000), 0.25 epoch so that it
+#     four times the word-order negatives (80,000: pawsx_dev stayed near 4.8 with 20,000), 0.2 epoch so that it
 #     ends inside one session, then averaged with its start (alpha 0.5). runs/ has not survived between sessions,
 #     so E starts again from the shipped weights rather than from D.
 stage base-e bash -c "rm -rf $RUNS/base-e && mkdir -p $RUNS/base-e && git archive d85acc3 zhembed/models/zhembed-small-zh \
   | tar -x -C $RUNS/base-e --strip-components=3"
-further_round e "$RUNS/base-e" 7704 80000 0.25
+further_round e "$RUNS/base-e" 7704 80000 0.2
 
 # 2. Distil v2: the teacher's embeddings of the whole corpus (cached once, fp16, resumable by chunk), the
 #    vocabulary pruned to the corpus, teacher layers 1,4,7,10, MSE on sentence embeddings, 1 epoch.
