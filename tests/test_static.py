@@ -204,8 +204,8 @@ def test_sentencepiece_ids_are_the_tokenizers_ids(name):
 
 
 def test_few_texts_never_start_sentencepiece_threads():
-    """sentencepiece's list call starts a thread pool each time, even for one thread: 100-200 us, and about
-    2 ms on a busy host, where a one-sentence encode took 4 ms in all. Below FAST_BATCH_THREADED texts the
+    """sentencepiece's list call starts a thread pool each time, even for one thread: about 30 us on a quiet
+    host and 2 ms on a busy one, where a one-sentence encode took 4 ms in all. Below FAST_BATCH_THREADED texts the
     ids come from one call per text."""
     truncating = Encoder.load(SHIPPED_MODEL)._truncating
     calls = []

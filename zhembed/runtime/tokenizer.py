@@ -92,7 +92,7 @@ class UnigramIds:
     def __call__(self, texts: list[str], length: int, threads: int) -> list[list[int]]:
         """Ids of each text, special tokens included, cut to `length`. sentencepiece drops trailing whitespace,
         which tokenizers keeps as one "▁" piece: that piece is added back."""
-        if threads == 1:  # a list call starts a thread pool even for one thread: 100-200 us, 50 texts' worth
+        if threads == 1:  # a list call starts a thread pool even for one thread: 30 us quiet, 2 ms on a busy host
             ids = [self.processor.encode(text) for text in texts]
         else:
             ids = self.processor.encode(texts, num_threads=threads)
