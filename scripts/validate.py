@@ -2,10 +2,11 @@
 so the shipped model and a candidate are compared on the same rows (the ship rule of MODEL_CARD.md).
 
     python scripts/validate.py zhembed/models/zhembed-small-zh runs/build/ft-b --train A.tsv,B.tsv,... \
-        [--val-fraction 0.03] [--word-order-negatives 20000] [--seed 42] [--json OUT.json]
+        [--val-fraction 0.03] [--word-order-negatives 20000] [--seed 42] [--eval-data DIR] [--json OUT.json]
 
-The held-out rows are rebuilt exactly as fine-tuning builds them (same files, word-order pairs, fraction and
-seed); each model is scored by the torch backend in fp32, as `zhembed eval` scores the seed splits.
+The held-out rows are rebuilt exactly as fine-tuning builds them (same files, word-order pairs without the
+evaluation sentences of --eval-data, fraction and seed); each model is scored by the torch backend in fp32, as
+`zhembed eval` scores the seed splits.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import json
 from pathlib import Path
 
 from zhembed import Encoder
-from zhembed.train.finetune import load_dataset, split_validation, validation, word_order_dataset
+from zhembed.train.finetune import eval_sentences, load_dataset, split_validation, validation, word_order_dataset
 
 
-def held_out(train: list[str], fraction: float, word_order: int, seed: int) -> list:
+def held_out(train: list[str], fraction: float, word_order: int, seed: int, eval_data: Path | None) -> list:
     datasets = [load_dataset(Path(p)) for p in train]
-    if word_order:
-        datasets.append(word_order_dataset(datasets, word_order, seed))
+    if word_order:  # fine-tuning makes no look-alike that is an evaluation sentence
+        exclude = frozenset().union(*eval_sentences(eval_data).values()) if eval_data else frozenset()
+        datasets.append(word_order_dataset(datasets, word_order, seed, exclude))
     return [split_validation(ds, fraction, seed)[1] for ds in datasets]
 
 
@@ -32,9 +34,12 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.03)
     parser.add_argument("--word-order-negatives", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--eval-data", type=Path, default=Path("../shared/data/eval"),
+                        help="as finetune's --eval-data (the build passes this folder)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    rows = held_out(args.train.split(","), args.val_fraction, args.word_order_negatives, args.seed)
+    rows = held_out(args.train.split(","), args.val_fraction, args.word_order_negatives, args.seed,
+                    args.eval_data)
     report = {}
     for model in args.models:
         report[model] = validation(Encoder.load(model, backend="torch"), rows)

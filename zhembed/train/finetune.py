@@ -163,9 +163,8 @@ def eval_sentences(eval_dir: Path) -> dict[str, set[str]]:
     return {name: set(t.first) | set(t.second) for name, t in tasks.items()}
 
 
-def contamination(datasets: list[Dataset], eval_dir: Path) -> list[str]:
-    """One line per training file with rows that share a sentence with an evaluation split."""
-    evals = eval_sentences(eval_dir)
+def contamination(datasets: list[Dataset], evals: dict[str, set[str]]) -> list[str]:
+    """One line per training file with rows that share a sentence with an evaluation split (`eval_sentences`)."""
     every = set().union(*evals.values())
     problems = []
     for ds in datasets:
@@ -318,17 +317,17 @@ def validation(encoder, held_out: list[Dataset]) -> dict[str, float]:
 def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
     work, out, ckpt_file = start_run(cfg, resume)
     datasets = [load_dataset(Path(p)) for p in cfg.train]
+    evals = eval_sentences(Path(cfg.eval_data)) if cfg.eval_data and not cfg.allow_overlap else {}
     if cfg.word_order_negatives:
-        guarded = cfg.eval_data and not cfg.allow_overlap
-        exclude = frozenset().union(*eval_sentences(Path(cfg.eval_data)).values()) if guarded else frozenset()
+        exclude = frozenset().union(*evals.values())
         datasets.append(word_order_dataset(datasets, cfg.word_order_negatives, cfg.seed, exclude))
     held_out = []
     if cfg.val_fraction:
         datasets, held_out = map(list, zip(*(split_validation(ds, cfg.val_fraction, cfg.seed) for ds in datasets)))
     if cfg.hard_negatives:  # mined from the training part of each file only (same seed and fraction)
         datasets.append(read_triples(Path(cfg.hard_negatives)))
-    if cfg.eval_data and not cfg.allow_overlap:
-        problems = contamination(datasets, Path(cfg.eval_data))
+    if evals:
+        problems = contamination(datasets, evals)
         if problems:
             raise ZhembedError("training data overlaps the evaluation splits: " + "; ".join(problems)
                                + " (pass --allow-overlap to train on it anyway)")

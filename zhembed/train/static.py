@@ -32,7 +32,7 @@ from ..runtime.encoder import StaticEncoder
 from ..textio import read_corpus
 from .common import RUN_CONFIG, RUN_MARKER, check_out_dir, lr_at, resume_point, save_checkpoint
 from .finetune import (AGREEMENT_SENTENCES, Corpus, Dataset, Sampler, agreement, contamination, cosent_loss,
-                       load_dataset, ranking_loss, split_validation, validation)
+                       eval_sentences, load_dataset, ranking_loss, split_validation, validation)
 from .teacher_cache import TEACHER_MAX_LENGTH, teacher_embeddings
 
 PIECE_BATCH = 512
@@ -151,7 +151,7 @@ def load_pairs(cfg: StaticConfig, log) -> tuple[list[Dataset], list[Dataset]]:
     if cfg.val_fraction and datasets:
         datasets, held = map(list, zip(*(split_validation(ds, cfg.val_fraction, cfg.seed) for ds in datasets)))
     if cfg.eval_data:
-        problems = contamination(datasets, Path(cfg.eval_data))
+        problems = contamination(datasets, eval_sentences(Path(cfg.eval_data)))
         if problems:
             raise ZhembedError("training data overlaps the evaluation splits: " + "; ".join(problems))
     for ds in datasets:
