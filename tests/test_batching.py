@@ -12,6 +12,11 @@ import pytest
 from zhembed.serve.batching import BatchQueue, Expired
 
 
+def each_group(embed):
+    """A queue's model (groups of texts in, one array per group out) from a model of one group."""
+    return lambda groups: [embed(group) for group in groups]
+
+
 def fake_model(log: list, delay_per_text: float = 0.0, bad: int | None = None):
     """A model whose vector is [first token id]; it fails any batch holding the token `bad`."""
     def embed(batch: list[list[int]]) -> np.ndarray:
@@ -20,7 +25,7 @@ def fake_model(log: list, delay_per_text: float = 0.0, bad: int | None = None):
         if bad is not None and any(bad in ids for ids in batch):
             raise ValueError("bad input")
         return np.array([[float(ids[0])] for ids in batch])
-    return embed
+    return each_group(embed)
 
 
 def test_a_short_request_does_not_wait_behind_a_long_one():
@@ -62,7 +67,7 @@ def test_a_request_past_its_deadline_expires_and_a_cancelled_one_never_runs():
         return np.zeros((len(batch), 1))
 
     async def scenario():
-        queue = BatchQueue(slow)
+        queue = BatchQueue(each_group(slow))
         first = asyncio.ensure_future(queue.submit([[1]]))
         await asyncio.sleep(0.05)  # the model is busy with the first request
         expiring = asyncio.ensure_future(queue.submit([[2]], timeout=0.05))
@@ -87,7 +92,7 @@ def test_a_dead_worker_is_visible():
         raise SystemExit("the worker thread ends")
 
     async def scenario():
-        queue = BatchQueue(dies)
+        queue = BatchQueue(each_group(dies))
         task = asyncio.ensure_future(queue.submit([[1]], timeout=0.5))
         await asyncio.sleep(0.2)
         alive = queue.alive
@@ -122,3 +127,24 @@ def test_texts_of_very_different_lengths_run_in_separate_passes():
         return log
 
     assert sorted(map(sorted, asyncio.run(scenario()))) == [[1, 4], [2, 3]]
+
+
+def test_with_two_lanes_the_worker_hands_the_model_two_groups_at_once():
+    async def scenario():
+        calls: list = []
+        log: list = []
+        model = fake_model(log, 0.0005, bad=666)
+        queue = BatchQueue(lambda groups: calls.append(len(groups)) or model(groups), max_batch_tokens=100_000,
+                           lanes=2)
+        bulk = queue.submit([[1000 + i] * 4 for i in range(96)] + [[666] * 4])  # one take, 4 groups
+        with pytest.raises(ValueError):
+            await bulk
+        good = await queue.submit([[1000 + i] * 4 for i in range(64)])
+        queue.close()
+        return calls, log, good
+
+    calls, log, good = asyncio.run(scenario())
+    # two groups at once; after a failure, each group alone, and the bad group text by text; then two at once
+    assert calls == [2, 1] + [1] * 32 + [1, 2, 2], calls
+    assert [len(batch) for batch in log[:3]] == [32, 32, 1] and 666 in log[0]
+    assert good[:, 0].tolist() == [1000.0 + i for i in range(64)]

@@ -66,8 +66,8 @@ def test_chunked_encoding_tokenizes_once_and_keeps_the_token_budget(tiny_bert, m
     tokenized, widths = [], []
     real_tokenize, real_embed = enc.tokenize, enc.embed_ids
     monkeypatch.setattr(enc, "tokenize", lambda t, n: tokenized.append(len(t)) or real_tokenize(t, n))
-    monkeypatch.setattr(enc, "embed_ids", lambda b, normalize=True: widths.append(len(b) * max(map(len, b)))
-                        or real_embed(b, normalize))
+    monkeypatch.setattr(enc, "embed_ids", lambda b, normalize=True, backend=None:
+                        widths.append(len(b) * max(map(len, b))) or real_embed(b, normalize, backend))
     out = enc.encode(texts, long="chunk", max_length=64, max_batch_tokens=128)
     assert out.shape == (2, enc.dim) and len(tokenized) == 1  # every window tokenized in one call, once
     assert max(widths) <= 128

@@ -120,3 +120,18 @@ def test_spinning_modes_reach_the_onnx_session(exported):
         .get_session_config_entry("session.intra_op.allow_spinning") == "0"
     with pytest.raises(ZhembedError, match="onnx spinning must be one of always, within-runs, never, got 'yes'"):
         OnnxBackend(onnx, spinning="yes")
+
+
+def test_several_batches_run_side_by_side_on_the_one_thread_lane(exported, monkeypatch):
+    from zhembed.runtime.backends import OnnxBackend
+
+    enc = Encoder.load(exported, num_threads=2)
+    lane = enc.backend.lane()
+    assert lane.threads == 1 and lane.session.get_session_options().intra_op_num_threads == 1
+    assert lane is enc.backend.lane() and Encoder.load(exported, num_threads=1).backend.lane() is None
+    calls = []
+    real = OnnxBackend.__call__
+    monkeypatch.setattr(OnnxBackend, "__call__", lambda self, ids, mask: calls.append(self.threads) or real(self, ids, mask))
+    enc.encode(CALIBRATION[:1])
+    enc.encode(CALIBRATION[:40], batch_size=8)
+    assert calls[0] == 2 and calls[1:] == [1] * 5  # one batch: every thread; five batches: one thread each

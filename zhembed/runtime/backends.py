@@ -6,6 +6,7 @@ transformer forward pass. ONNX (onnxruntime) is the runtime's own engine; torch 
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Protocol
@@ -19,9 +20,14 @@ from ..modeldir import WEIGHT_FILES
 class Backend(Protocol):
     name: str
     weights_file: Path  # the file whose numbers it runs: the model's identity, with its tokenizer
+    threads: int
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """[batch, seq] int64 ids and mask -> [batch, seq, hidden] float32 hidden states."""
+
+    def lane(self) -> Backend | None:
+        """A backend that runs one batch on one thread, safe to call from `threads` threads at once, so that
+        whole batches run side by side, one per core; None when batches must run one at a time."""
 
 
 def default_threads() -> int:
@@ -58,6 +64,10 @@ class TorchBackend:
             out = self.model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask))
         return out.last_hidden_state.numpy()
 
+    def lane(self) -> None:
+        """None: torch already runs one batch on every core, and training updates this one module."""
+        return None
+
 
 GRAPH_LEVELS = ("disable", "basic", "extended", "all")
 SPIN_MODES = ("always", "within-runs", "never")
@@ -93,6 +103,19 @@ class OnnxBackend:
             raise ZhembedError(f"cannot load ONNX model {onnx_file}: {str(e).splitlines()[0]}") from None
         self.name = "onnx-int8" if "qint8" in Path(onnx_file).name else "onnx"
         self.weights_file = Path(onnx_file)
+        self._settings = (graph_optimization, spinning)
+
+    def lane(self) -> OnnxBackend | None:
+        """A second session on one thread (made once, on first use; 0.04 s and about 24 MB for the int8
+        model), which several threads run at once, one batch each. onnxruntime splits every op of one batch
+        between its threads, and they exchange each op's output; on a VM whose two vCPUs the host places on
+        different dies, that exchange made a 2-thread batch as slow as one thread, for seconds at a time
+        (docs/RESULTS.md). Whole batches per core share nothing but the weights."""
+        return self._one_thread if self.threads > 1 else None
+
+    @functools.cached_property
+    def _one_thread(self) -> OnnxBackend:
+        return OnnxBackend(self.weights_file, 1, *self._settings)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.session.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]

@@ -14,7 +14,7 @@ from ..errors import ZhembedError
 from ..modeldir import (WEIGHTS_FILE, SentenceConfig, find_onnx, is_static_dir, read_model_config, read_sentence_config,
                         read_static_table)
 from ..progress import progress
-from .backends import Backend, OnnxBackend, TorchBackend, default_threads
+from .backends import Backend, OnnxBackend, TorchBackend
 from .calibration import Calibration
 from .chunked import file_digest
 from .chunking import Passages, combine, token_windows
@@ -182,14 +182,38 @@ class Encoder:
         batches = list(length_batches(ids, batch_size, max_batch_tokens))
         if show_progress is None:
             show_progress = len(ids) >= 2000 and sys.stderr.isatty()
-        vectors = self._map(lambda idx: self.embed_ids([ids[i] for i in idx], normalize), batches)
+        vectors = self._map(lambda idx, backend: self.embed_ids([ids[i] for i in idx], normalize, backend), batches)
         for idx, batch in progress(zip(batches, vectors), show_progress, total=len(batches), desc="encode", unit="batch"):
             out[idx] = batch
         return out
 
+    def embed_batches(self, batches: list[list[list[int]]], normalize: bool = True) -> list[np.ndarray]:
+        """embed_ids over several batches, side by side on the backend's lanes where it has them (the
+        server's worker hands it the groups it takes, up to `lanes` at once)."""
+        return list(self._map(lambda batch, backend: self.embed_ids(batch, normalize, backend), batches))
+
+    @property
+    def lanes(self) -> int:
+        """How many batches run at once: the backend's threads where it has a lane (Backend.lane), else 1."""
+        return self.backend.threads if self.backend.lane() is not None else 1
+
+    @functools.cached_property
+    def _lane_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(self.backend.threads, thread_name_prefix="zhembed-lane")
+
     def _map(self, fn, batches: list) -> Iterator[np.ndarray]:
-        """fn over the batches, in order. The backend already uses every core for one batch."""
-        return map(fn, batches)
+        """fn(batch, backend) over the batches, in order. One batch runs on the backend with every core;
+        several run side by side, one per core, on its lane where it has one."""
+        lane = self.backend.lane() if len(batches) > 1 else None
+        if lane is None:
+            yield from (fn(batch, self.backend) for batch in batches)
+            return
+        futures = [self._lane_pool.submit(fn, batch, lane) for batch in batches]
+        try:
+            yield from (future.result() for future in futures)
+        finally:
+            for future in futures:
+                future.cancel()
 
     def _encode_chunked(self, items: list[str], batch_size: int, max_length: int, max_batch_tokens: int | None,
                         normalize: bool, show_progress: bool | None) -> np.ndarray:
@@ -200,10 +224,11 @@ class Encoder:
         weights = np.array([len(x) for x in ids], dtype=np.float32)
         return combine(vectors, passages.counts, weights, normalize)
 
-    def embed_ids(self, batch: list[list[int]], normalize: bool = True) -> np.ndarray:
-        """One forward pass over already tokenized texts: pad, run the backend, pool, normalize."""
+    def embed_ids(self, batch: list[list[int]], normalize: bool = True, backend: Backend | None = None) -> np.ndarray:
+        """One forward pass over already tokenized texts: pad, run the backend (or `backend`, such as its
+        lane), pool, normalize."""
         input_ids, mask = self.pad(batch)
-        out = pool(self.backend(input_ids, mask), mask, self.config.pooling).astype(np.float32, copy=False)
+        out = pool((backend or self.backend)(input_ids, mask), mask, self.config.pooling).astype(np.float32, copy=False)
         return normalize_rows(out) if normalize else out
 
     def pad(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -265,17 +290,9 @@ class StaticEncoder(Encoder):
         tokens = max_batch_tokens or max(BATCH_TOKENS, max_length)
         return super().encode(texts, batch_size, max_length, normalize, show_progress, tokens, **kwargs)
 
-    def _map(self, fn, batches: list) -> Iterator[np.ndarray]:
-        """fn over the batches, in order, on every core: numpy's gather and sum release the GIL."""
-        if len(batches) < 2:
-            yield from map(fn, batches)
-            return
-        with ThreadPoolExecutor(default_threads()) as pool:
-            yield from pool.map(fn, batches)
-
-    def embed_ids(self, batch: list[list[int]], normalize: bool = True) -> np.ndarray:
+    def embed_ids(self, batch: list[list[int]], normalize: bool = True, backend: StaticTable | None = None) -> np.ndarray:
         """The mean of each text's token rows (no prompt, no special tokens), L2-normalized if asked."""
-        out = self.backend.mean(batch)
+        out = (backend or self.backend).mean(batch)
         return normalize_rows(out) if normalize else out
 
     def __repr__(self) -> str:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends import default_threads
+
 NO_POSITION_LIMIT = 1 << 20  # a static model reads any number of tokens; max_length still cuts, as for any model
 MIN_BATCH = 4096
 BATCH_TOKENS = 1 << 12       # padded tokens per batch: the gathered rows (BATCH_TOKENS x dim floats) stay in cache
@@ -32,6 +34,11 @@ class StaticTable:
         self.weights_file = Path(weights_file)
         self.rows = np.vstack([np.asarray(table, dtype=np.float32), np.zeros((1, table.shape[1]), np.float32)])
         self.pad_id = len(table)
+        self.threads = default_threads()
+
+    def lane(self) -> StaticTable:
+        """Itself: numpy's gather and sum release the GIL, so batches run side by side on one table."""
+        return self
 
     @property
     def table(self) -> np.ndarray:

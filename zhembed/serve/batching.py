@@ -1,7 +1,7 @@
 """The micro-batching queue between HTTP handlers and the model.
 
 Handlers submit the tokenized texts of one request (a job) and await its vectors; one worker thread owns
-the model. Whenever the model is free, the worker forms a batch from the pending jobs and runs one forward
+the model (which may run the groups it is handed side by side, one core each: see below). Whenever the model is free, the worker forms a batch from the pending jobs and runs one forward
 pass:
 - no fixed wait: an idle model starts at once, and batches grow while it is busy (`max_wait_ms` > 0 makes
   it wait that long for a batch to fill, counted from the oldest job's arrival);
@@ -11,6 +11,9 @@ pass:
 - a batch is taken within a padded-token budget, then run as forward passes over similar-length groups
   (runtime's `length_batches`), so short texts are not padded to a long one; between two groups, waiting
   urgent jobs go first;
+- on a backend with lanes (runtime.backends.Backend.lane), the worker hands the model as many groups at once
+  as it has cores, which run side by side, one core each: the worker still owns the model, and the cores do
+  not exchange every op's output;
 - a failing batch is retried text by text, so only the bad input fails;
 - jobs whose client went away or whose deadline passed are dropped before they reach the model.
 The event loop never runs the model, and a full queue is refused at once rather than queued.
@@ -61,10 +64,13 @@ class _Job:
 
 
 class BatchQueue:
-    def __init__(self, embed: Callable[[list[list[int]]], np.ndarray], max_batch_tokens: int = 8192,
+    def __init__(self, embed: Callable[[list[list[list[int]]]], list[np.ndarray]], max_batch_tokens: int = 8192,
                  max_wait_ms: float = 0.0, max_queue: int = 4096, on_batch: Callable[[int, int], None] | None = None,
-                 max_delay_ms: float = 500.0):
+                 max_delay_ms: float = 500.0, lanes: int = 1):
+        """`embed` takes groups of token ids and gives each group's vectors (Encoder.embed_batches); the
+        worker hands it up to `lanes` groups at once (Encoder.lanes), which it runs side by side."""
         self.embed, self.max_batch_tokens, self.max_wait = embed, max_batch_tokens, max_wait_ms / 1000
+        self.lanes = lanes
         self.max_queue, self.on_batch, self.max_delay = max_queue, on_batch, max_delay_ms / 1000
         self._jobs: list[_Job] = []
         self._depth = 0
@@ -178,7 +184,7 @@ class BatchQueue:
                     return
                 groups.extendleft(reversed(self._groups(batch)))
             if groups:
-                self._run_group(groups.popleft())
+                self._run_groups(self._side_by_side(groups))
 
     def _groups(self, batch: list[tuple[_Job, int]]) -> list[list[tuple[_Job, int]]]:
         """Similar-length groups of the batch; smaller ones while urgent requests keep arriving."""
@@ -186,29 +192,38 @@ class BatchQueue:
         rows = length_batches([job.ids[i] for job, i in batch], GROUP_TEXTS, URGENT_GROUP_TOKENS if recent else None)
         return [[batch[r] for r in reversed(row)] for row in rows]  # each group shortest first, as taken
 
-    def _run_group(self, batch: list[tuple[_Job, int]]) -> None:
-        for (job, i), vector, error in zip(batch, *self._embed_each(batch)):
-            job.results[i] = error if error is not None else vector
-            if all(r is not None for r in job.results):
-                errors = [r for r in job.results if isinstance(r, Exception)]
-                value = None if errors else np.stack(job.results)
-                job.loop.call_soon_threadsafe(_settle, job.future, value, errors[0] if errors else None)
-        if self.on_batch:
-            self.on_batch(len(batch), sum(len(job.ids[i]) for job, i in batch))
+    def _side_by_side(self, groups: deque) -> list[list[tuple[_Job, int]]]:
+        """The next groups to run at once: up to `lanes` of them, all urgent or all not."""
+        urgent = groups[0][0][0].urgent
+        count = 1
+        while count < min(self.lanes, len(groups)) and groups[count][0][0].urgent == urgent:
+            count += 1
+        return [groups.popleft() for _ in range(count)]
 
-    def _embed_each(self, batch: list[tuple[_Job, int]]) -> tuple[list, list]:
-        """Vectors (or errors) for each text of the batch; after a failure, each text alone."""
+    def _run_groups(self, groups: list[list[tuple[_Job, int]]]) -> None:
+        for group, (vectors, errors) in zip(groups, self._embed_groups(groups)):
+            for (job, i), vector, error in zip(group, vectors, errors):
+                job.results[i] = error if error is not None else vector
+                if all(r is not None for r in job.results):
+                    failures = [r for r in job.results if isinstance(r, Exception)]
+                    value = None if failures else np.stack(job.results)
+                    job.loop.call_soon_threadsafe(_settle, job.future, value, failures[0] if failures else None)
+            if self.on_batch:
+                self.on_batch(len(group), sum(len(job.ids[i]) for job, i in group))
+
+    def _embed_groups(self, groups: list[list[tuple[_Job, int]]]) -> list[tuple[list, list]]:
+        """For each group, the vectors (or errors) of its texts. After a failure, each group alone, then
+        each text of the failing group alone."""
         try:
-            return list(self.embed([job.ids[i] for job, i in batch])), [None] * len(batch)
+            vectors = self.embed([[job.ids[i] for job, i in group] for group in groups])
+            return [(list(v), [None] * len(group)) for group, v in zip(groups, vectors)]
         except Exception as e:  # a model failure fails only its own input, never the worker
-            if len(batch) == 1:
-                return [None], [e]
-        vectors, errors = [], []
-        for item in batch:
-            vector, error = self._embed_each([item])
-            vectors += vector
-            errors += error
-        return vectors, errors
+            if len(groups) == 1 and len(groups[0]) == 1:
+                return [([None], [e])]
+        if len(groups) > 1:
+            return [self._embed_groups([group])[0] for group in groups]
+        each = [self._embed_groups([[item]])[0] for item in groups[0]]
+        return [([v for vectors, _ in each for v in vectors], [e for _, errors in each for e in errors])]
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish what is queued, then stop the worker."""
