@@ -131,7 +131,8 @@ def test_several_batches_run_side_by_side_on_the_one_thread_lane(exported, monke
     assert lane is enc.backend.lane() and Encoder.load(exported, num_threads=1).backend.lane() is None
     calls = []
     real = OnnxBackend.__call__
-    monkeypatch.setattr(OnnxBackend, "__call__", lambda self, ids, mask: calls.append(self.threads) or real(self, ids, mask))
+    monkeypatch.setattr(OnnxBackend, "__call__",
+                        lambda self, ids, mask: calls.append(self.threads) or real(self, ids, mask))
     enc.encode(CALIBRATION[:1])
     enc.encode(CALIBRATION[:40], batch_size=8)
     assert calls[0] == 2 and calls[1:] == [1] * 5  # one batch: every thread; five batches: one thread each

@@ -224,7 +224,8 @@ class Encoder:
         weights = np.array([len(x) for x in ids], dtype=np.float32)
         return combine(vectors, passages.counts, weights, normalize)
 
-    def embed_ids(self, batch: list[list[int]], normalize: bool = True, backend: Backend | None = None) -> np.ndarray:
+    def embed_ids(self, batch: list[list[int]], normalize: bool = True,
+                  backend: Backend | None = None) -> np.ndarray:
         """One forward pass over already tokenized texts: pad, run the backend (or `backend`, such as its
         lane), pool, normalize."""
         input_ids, mask = self.pad(batch)
@@ -290,7 +291,8 @@ class StaticEncoder(Encoder):
         tokens = max_batch_tokens or max(BATCH_TOKENS, max_length)
         return super().encode(texts, batch_size, max_length, normalize, show_progress, tokens, **kwargs)
 
-    def embed_ids(self, batch: list[list[int]], normalize: bool = True, backend: StaticTable | None = None) -> np.ndarray:
+    def embed_ids(self, batch: list[list[int]], normalize: bool = True,
+                  backend: StaticTable | None = None) -> np.ndarray:
         """The mean of each text's token rows (no prompt, no special tokens), L2-normalized if asked."""
         out = (backend or self.backend).mean(batch)
         return normalize_rows(out) if normalize else out

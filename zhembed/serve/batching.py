@@ -1,8 +1,8 @@
 """The micro-batching queue between HTTP handlers and the model.
 
 Handlers submit the tokenized texts of one request (a job) and await its vectors; one worker thread owns
-the model (which may run the groups it is handed side by side, one core each: see below). Whenever the model is free, the worker forms a batch from the pending jobs and runs one forward
-pass:
+the model (which may run the groups it is handed side by side, one core each: see below). Whenever the model
+is free, the worker forms a batch from the pending jobs and runs it:
 - no fixed wait: an idle model starts at once, and batches grow while it is busy (`max_wait_ms` > 0 makes
   it wait that long for a batch to fill, counted from the oldest job's arrival);
 - urgent jobs first (the server marks small requests urgent), so a one-sentence request waits at most for

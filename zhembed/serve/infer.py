@@ -20,7 +20,8 @@ Disconnected = Callable[[], Awaitable[bool]]
 
 
 class Infer:
-    """Texts to vectors through one `BatchQueue` (one worker thread hands the model its batches), under the server's limits."""
+    """Texts to vectors through one `BatchQueue` (one worker thread hands the model its batches), under the
+    server's limits."""
 
     def __init__(self, encoder, limits: Limits, queue: BatchQueue, max_length: int | None = None):
         self.encoder, self.limits, self.queue = encoder, limits, queue
