@@ -205,3 +205,26 @@ def test_openapi_documents_the_request_bodies(url):
     for path, field in (("/v1/embeddings", "input"), ("/similarity", "targets"), ("/search", "query")):
         schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert field in schema["properties"] and field in schema["required"]
+
+
+def test_the_shipped_int8_model_on_two_lanes_gives_each_request_its_encode_vectors():
+    """Concurrent requests of mixed sizes, so that the worker hands the model groups side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    texts = [s.strip() for s in (Path(__file__).parent / "data" / "sentences_zh.txt").read_text(encoding="utf-8")
+             .splitlines() if s.strip()]
+    encoder = Encoder.load(num_threads=2)
+    calls, embed_batches = [], encoder.embed_batches
+    encoder.embed_batches = lambda groups: calls.append(len(groups)) or embed_batches(groups)
+    requests = [[texts[(start + k) % len(texts)] for k in range(size)]
+                for start, size in enumerate([1, 33, 5, 64, 2, 40] * 4)]
+    with RunningServer(create_app(encoder)) as base:
+        assert encoder.lanes == 2
+        with ThreadPoolExecutor(6) as pool:
+            replies = list(pool.map(lambda r: httpx.post(f"{base}/v1/embeddings", json={"input": r}, timeout=60),
+                                    requests))
+    assert max(calls) == 2  # groups ran side by side
+    for request, reply in zip(requests, replies):
+        got = np.array([d["embedding"] for d in reply.json()["data"]], dtype=np.float32)
+        np.testing.assert_allclose(got, encoder.encode(request), atol=1e-6)
