@@ -16,15 +16,7 @@ import json
 from pathlib import Path
 
 from zhembed import Encoder
-from zhembed.train.finetune import eval_sentences, load_dataset, split_validation, validation, word_order_dataset
-
-
-def held_out(train: list[str], fraction: float, word_order: int, seed: int, eval_data: Path | None) -> list:
-    datasets = [load_dataset(Path(p)) for p in train]
-    if word_order:  # fine-tuning makes no look-alike that is an evaluation sentence
-        exclude = frozenset().union(*eval_sentences(eval_data).values()) if eval_data else frozenset()
-        datasets.append(word_order_dataset(datasets, word_order, seed, exclude))
-    return [split_validation(ds, fraction, seed)[1] for ds in datasets]
+from zhembed.train.finetune import eval_sentences, training_files, validation
 
 
 def main() -> None:
@@ -38,8 +30,8 @@ def main() -> None:
                         help="as finetune's --eval-data (the build passes this folder)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    rows = held_out(args.train.split(","), args.val_fraction, args.word_order_negatives, args.seed,
-                    args.eval_data)
+    evals = eval_sentences(args.eval_data) if args.eval_data and args.word_order_negatives else {}
+    _, rows = training_files(args.train.split(","), args.word_order_negatives, args.val_fraction, args.seed, evals)
     report = {}
     for model in args.models:
         report[model] = validation(Encoder.load(model, backend="torch"), rows)

@@ -163,6 +163,20 @@ def eval_sentences(eval_dir: Path) -> dict[str, set[str]]:
     return {name: set(t.first) | set(t.second) for name, t in tasks.items()}
 
 
+def training_files(train: list[str], word_order: int, val_fraction: float, seed: int,
+                   evals: dict[str, set[str]]) -> tuple[list[Dataset], list[Dataset]]:
+    """The training files (with `word_order` look-alike negatives, none of them an evaluation sentence of
+    `evals`), each split into the part fine-tuning trains on and its seeded held-out share (empty without
+    `val_fraction`). scripts/validate.py rebuilds the held-out rows with this too."""
+    datasets = [load_dataset(Path(p)) for p in train]
+    if word_order:
+        datasets.append(word_order_dataset(datasets, word_order, seed, frozenset().union(*evals.values())))
+    if not val_fraction:
+        return datasets, []
+    trained, held_out = zip(*(split_validation(ds, val_fraction, seed) for ds in datasets))
+    return list(trained), list(held_out)
+
+
 def contamination(datasets: list[Dataset], evals: dict[str, set[str]]) -> list[str]:
     """One line per training file with rows that share a sentence with an evaluation split (`eval_sentences`)."""
     every = set().union(*evals.values())
@@ -316,14 +330,8 @@ def validation(encoder, held_out: list[Dataset]) -> dict[str, float]:
 
 def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
     work, out, ckpt_file = start_run(cfg, resume)
-    datasets = [load_dataset(Path(p)) for p in cfg.train]
     evals = eval_sentences(Path(cfg.eval_data)) if cfg.eval_data and not cfg.allow_overlap else {}
-    if cfg.word_order_negatives:
-        exclude = frozenset().union(*evals.values())
-        datasets.append(word_order_dataset(datasets, cfg.word_order_negatives, cfg.seed, exclude))
-    held_out = []
-    if cfg.val_fraction:
-        datasets, held_out = map(list, zip(*(split_validation(ds, cfg.val_fraction, cfg.seed) for ds in datasets)))
+    datasets, held_out = training_files(cfg.train, cfg.word_order_negatives, cfg.val_fraction, cfg.seed, evals)
     if cfg.hard_negatives:  # mined from the training part of each file only (same seed and fraction)
         datasets.append(read_triples(Path(cfg.hard_negatives)))
     if evals:
