@@ -13,8 +13,9 @@ from zhembed.serve.batching import BatchQueue, Expired
 
 
 def each_group(embed):
-    """A queue's model (groups of texts in, one array per group out) from a model of one group."""
-    return lambda groups: [embed(group) for group in groups]
+    """A queue's model (one group of texts and whether it runs beside others, in; its vectors out) from a model
+    of one group."""
+    return lambda group, beside: embed(group)
 
 
 def fake_model(log: list, delay_per_text: float = 0.0, bad: int | None = None):
@@ -129,22 +130,56 @@ def test_texts_of_very_different_lengths_run_in_separate_passes():
     assert sorted(map(sorted, asyncio.run(scenario()))) == [[1, 4], [2, 3]]
 
 
-def test_with_two_lanes_the_worker_hands_the_model_two_groups_at_once():
-    async def scenario():
-        calls: list = []
-        log: list = []
-        model = fake_model(log, 0.0005, bad=666)
-        queue = BatchQueue(lambda groups: calls.append(len(groups)) or model(groups), max_batch_tokens=100_000,
-                           lanes=2)
-        bulk = queue.submit([[1000 + i] * 4 for i in range(96)] + [[666] * 4])  # one take, 4 groups
-        with pytest.raises(ValueError):
-            await bulk
-        good = await queue.submit([[1000 + i] * 4 for i in range(64)])
-        queue.close()
-        return calls, log, good
+def test_with_two_lanes_a_free_lane_starts_the_next_group_without_waiting_for_the_other():
+    """One slow group on one lane does not hold the other lane: it runs the short groups meanwhile."""
+    running, most, lock, log = [0], [0], threading.Lock(), []
 
-    calls, log, good = asyncio.run(scenario())
-    # two groups at once; after a failure, each group alone, and the bad group text by text; then two at once
-    assert calls == [2, 1] + [1] * 32 + [1, 2, 2], calls
-    assert [len(batch) for batch in log[:3]] == [32, 32, 1] and 666 in log[0]
-    assert good[:, 0].tolist() == [1000.0 + i for i in range(64)]
+    def model(group, beside):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2 if group[0][0] >= 5000 else 0.002)
+        log.append((len(group), beside, time.monotonic()))
+        with lock:
+            running[0] -= 1
+        return np.array([[float(ids[0])] for ids in group])
+
+    async def scenario():
+        queue = BatchQueue(model, max_batch_tokens=100_000, lanes=2, max_wait_ms=50)  # one take of all six
+        slow = queue.submit([[5000 + i] * 100 for i in range(4)])  # one group of long texts: 0.2 s
+        quick = [queue.submit([[1000 + 32 * r + i] * 4 for i in range(32)]) for r in range(5)]  # 5 groups
+        results = await asyncio.gather(slow, *quick)
+        queue.close()
+        return results
+
+    started = time.monotonic()
+    slow, *quick = asyncio.run(scenario())
+    assert slow[:, 0].tolist() == [5000.0 + i for i in range(4)]
+    assert [q[:, 0].tolist() for q in quick] == [[1000.0 + 32 * r + i for i in range(32)] for r in range(5)]
+    assert most[0] == 2 and all(beside for _, beside, _ in log)
+    quick_done = [t for n, _, t in log if n == 32]
+    assert len(quick_done) == 5 and max(quick_done) < log[-1][2]  # all five ran while the slow group ran
+    assert log[-1][0] == 4 and log[-1][2] - started < 1
+
+
+def test_with_two_lanes_a_lone_group_runs_on_every_core_and_a_failure_fails_only_its_input():
+    calls: list = []
+
+    def model(group, beside):
+        calls.append((len(group), beside))
+        if any(666 in ids for ids in group):
+            raise ValueError("bad input")
+        return np.array([[float(ids[0])] for ids in group])
+
+    async def scenario():
+        queue = BatchQueue(model, lanes=2)
+        lone = await queue.submit([[7] * 4])
+        bad = queue.submit([[1000 + i] * 4 for i in range(31)] + [[666] * 4])
+        with pytest.raises(ValueError):
+            await bad
+        queue.close()
+        return lone
+
+    assert asyncio.run(scenario()).tolist() == [[7.0]]
+    assert calls[0] == (1, False)  # nothing else waited: every core
+    assert calls[1] == (32, False) and calls[2:] == [(1, False)] * 32  # then text by text

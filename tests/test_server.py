@@ -215,8 +215,8 @@ def test_the_shipped_int8_model_on_two_lanes_gives_each_request_its_encode_vecto
     texts = [s.strip() for s in (Path(__file__).parent / "data" / "sentences_zh.txt").read_text(encoding="utf-8")
              .splitlines() if s.strip()]
     encoder = Encoder.load(num_threads=2)
-    calls, embed_batches = [], encoder.embed_batches
-    encoder.embed_batches = lambda groups: calls.append(len(groups)) or embed_batches(groups)
+    calls, embed_group = [], encoder.embed_group
+    encoder.embed_group = lambda group, beside: calls.append(beside) or embed_group(group, beside)
     requests = [[texts[(start + k) % len(texts)] for k in range(size)]
                 for start, size in enumerate([1, 33, 5, 64, 2, 40] * 4)]
     with RunningServer(create_app(encoder)) as base:
@@ -224,7 +224,7 @@ def test_the_shipped_int8_model_on_two_lanes_gives_each_request_its_encode_vecto
         with ThreadPoolExecutor(6) as pool:
             replies = list(pool.map(lambda r: httpx.post(f"{base}/v1/embeddings", json={"input": r}, timeout=60),
                                     requests))
-    assert max(calls) == 2  # groups ran side by side
+    assert any(calls)  # groups ran side by side, one core each
     for request, reply in zip(requests, replies):
         got = np.array([d["embedding"] for d in reply.json()["data"]], dtype=np.float32)
         np.testing.assert_allclose(got, encoder.encode(request), atol=1e-6)

@@ -153,21 +153,21 @@ def test_long_inputs_chunked_by_the_server_match_the_encoder(url, encoder):
 
 
 class GatedModel:
-    """Wraps an encoder's embed_batches: each call waits for `release`, and the most calls ever running at once
+    """Wraps an encoder's embed_group: each call waits for `release`, and the most calls ever running at once
     is recorded (one worker thread must own the model)."""
 
-    def __init__(self, embed_batches):
-        self.embed_batches, self.release, self.lock = embed_batches, threading.Event(), threading.Lock()
+    def __init__(self, embed_group):
+        self.embed_group, self.release, self.lock = embed_group, threading.Event(), threading.Lock()
         self.running = self.most_running = self.passes = 0
 
-    def __call__(self, groups):
+    def __call__(self, group, beside):
         with self.lock:
             self.running += 1
             self.most_running, self.passes = max(self.most_running, self.running), self.passes + 1
         try:
             self.release.wait(10)
             time.sleep(0.02)
-            return self.embed_batches(groups)
+            return self.embed_group(group, beside)
         finally:
             with self.lock:
                 self.running -= 1
@@ -175,7 +175,7 @@ class GatedModel:
 
 def test_max_queue_admits_at_most_that_many_texts_and_one_thread_runs_the_model(tiny_bert):
     encoder = Encoder.load(tiny_bert)
-    gate = encoder.embed_batches = GatedModel(encoder.embed_batches)
+    gate = encoder.embed_group = GatedModel(encoder.embed_group)
     app = create_app(encoder, Limits(max_queue=4, fast_lane_chars=20))
     results: dict[str, int] = {}
 

@@ -187,10 +187,10 @@ class Encoder:
             out[idx] = batch
         return out
 
-    def embed_batches(self, batches: list[list[list[int]]], normalize: bool = True) -> list[np.ndarray]:
-        """embed_ids over several batches, side by side on the backend's lanes where it has them (the
-        server's worker hands it the groups it takes, up to `lanes` at once)."""
-        return list(self._map(lambda batch, backend: self.embed_ids(batch, normalize, backend), batches))
+    def embed_group(self, batch: list[list[int]], beside: bool = False) -> np.ndarray:
+        """embed_ids of one batch, normalized: on every core, or with `beside` on one core (the backend's lane,
+        where it has one), to run beside up to `lanes` others (the server's worker runs its groups so)."""
+        return self.embed_ids(batch, True, self.backend.lane() if beside else None)
 
     @property
     def lanes(self) -> int:

@@ -117,7 +117,7 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        queue = BatchQueue(encoder.embed_batches, limits.max_batch_tokens, limits.max_wait_ms, limits.max_queue,
+        queue = BatchQueue(encoder.embed_group, limits.max_batch_tokens, limits.max_wait_ms, limits.max_queue,
                            app.state.metrics.on_batch, lanes=encoder.lanes)
         app.state.infer = Infer(encoder, limits, queue, max_length)
         yield

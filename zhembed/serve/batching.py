@@ -2,7 +2,7 @@
 
 Handlers submit the tokenized texts of one request (a job) and await its vectors; one worker thread owns
 the model (which may run the groups it is handed side by side, one core each: see below). Whenever the model
-is free, the worker forms a batch from the pending jobs and runs it:
+(or one of its lanes) is free, the worker forms a batch from the pending jobs and runs it:
 - no fixed wait: an idle model starts at once, and batches grow while it is busy (`max_wait_ms` > 0 makes
   it wait that long for a batch to fill, counted from the oldest job's arrival);
 - urgent jobs first (the server marks small requests urgent), so a one-sentence request waits at most for
@@ -11,8 +11,9 @@ is free, the worker forms a batch from the pending jobs and runs it:
 - a batch is taken within a padded-token budget, then run as forward passes over similar-length groups
   (runtime's `length_batches`), so short texts are not padded to a long one; between two groups, waiting
   urgent jobs go first;
-- on a backend with lanes (runtime.backends.Backend.lane), the worker hands the model as many groups at once
-  as it has cores, which run side by side, one core each: the worker still owns the model, and the cores do
+- on a backend with lanes (runtime.backends.Backend.lane), groups run side by side, one core each, and the
+  worker starts the next group on whichever lane frees first, so no core waits for the other's group (a lone
+  group with nothing else waiting runs on every core); the worker still decides what runs, and the cores do
   not exchange every op's output;
 - a failing batch is retried text by text, so only the bad input fails;
 - jobs whose client went away or whose deadline passed are dropped before they reach the model.
@@ -26,6 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,13 +66,14 @@ class _Job:
 
 
 class BatchQueue:
-    def __init__(self, embed: Callable[[list[list[list[int]]]], list[np.ndarray]], max_batch_tokens: int = 8192,
+    def __init__(self, embed: Callable[[list[list[int]], bool], np.ndarray], max_batch_tokens: int = 8192,
                  max_wait_ms: float = 0.0, max_queue: int = 4096, on_batch: Callable[[int, int], None] | None = None,
                  max_delay_ms: float = 500.0, lanes: int = 1):
-        """`embed` takes groups of token ids and gives each group's vectors (Encoder.embed_batches); the
-        worker hands it up to `lanes` groups at once (Encoder.lanes), which it runs side by side."""
+        """`embed(group, beside)` gives one group's vectors: on every core, or with `beside` on one core
+        beside other groups (Encoder.embed_group); up to `lanes` groups run at once (Encoder.lanes)."""
         self.embed, self.max_batch_tokens, self.max_wait = embed, max_batch_tokens, max_wait_ms / 1000
         self.lanes = lanes
+        self._lanes = ThreadPoolExecutor(lanes, thread_name_prefix="zhembed-lane") if lanes > 1 else None
         self.max_queue, self.on_batch, self.max_delay = max_queue, on_batch, max_delay_ms / 1000
         self._jobs: list[_Job] = []
         self._depth = 0
@@ -112,13 +115,13 @@ class BatchQueue:
             self._cond.notify()
         return job.future
 
-    def _take(self, block: bool = True) -> list[tuple[_Job, int]] | None:
+    def _take(self, block: bool, urgent_only: bool = False) -> list[tuple[_Job, int]] | None:
         """A batch within the token budget. Blocking: wait until there is work (None when stopping). Not
-        blocking: only urgent jobs, at once (possibly none)."""
+        blocking: what is there at once (possibly none), only urgent jobs if asked."""
         with self._cond:
             if not block:
                 self._drop_finished()
-                return self._fill(urgent_only=True)
+                return self._fill(urgent_only)
             while True:
                 self._drop_finished()
                 if self._jobs:
@@ -175,16 +178,53 @@ class BatchQueue:
         return batch
 
     def _run(self) -> None:
-        """Take a batch, run it group by group; between groups of other jobs, urgent jobs go first."""
+        """Keep every lane busy: whenever one is free, start the next group on it (taking a batch when no
+        group is left, or when urgent jobs wait and the next group is not urgent); a lone group with nothing
+        else waiting runs on every core."""
         groups: deque[list[tuple[_Job, int]]] = deque()
+        running: dict[Future, list[tuple[_Job, int]]] = {}
         while True:
-            if not groups or (not groups[0][0][0].urgent and self._urgent_waiting()):
-                batch = self._take(block=not groups)
+            for future in [f for f in running if f.done()]:
+                self._deliver(running.pop(future), *future.result())
+            free = self.lanes - len(running)
+            if free and (not groups or (not groups[0][0][0].urgent and self._urgent_waiting())):
+                batch = self._take(block=not groups and not running, urgent_only=bool(groups))
                 if batch is None:
                     return
                 groups.extendleft(reversed(self._groups(batch)))
-            if groups:
-                self._run_groups(self._side_by_side(groups))
+            if free and groups:
+                self._start(groups.popleft(), running, alone=not running and not groups and not self._jobs)
+            elif running:
+                self._wait(running, free)
+
+    def _start(self, group: list[tuple[_Job, int]], running: dict, alone: bool) -> None:
+        """Run a group: alone on every core, in this thread; else on a free lane, beside the others."""
+        if alone or self._lanes is None:
+            self._deliver(group, *self._embed_group(group, beside=False))
+            return
+        future = self._lanes.submit(self._embed_group, group, True)
+        future.add_done_callback(self._wake)
+        running[future] = group
+
+    def _wake(self, _: Future) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _wait(self, running: dict, free: int) -> None:
+        """Until a running group finishes, or (with a lane free) a job arrives."""
+        with self._cond:
+            while not any(f.done() for f in running) and not (free and self._jobs):
+                self._cond.wait()
+
+    def _deliver(self, group: list[tuple[_Job, int]], vectors: list, errors: list) -> None:
+        for (job, i), vector, error in zip(group, vectors, errors):
+            job.results[i] = error if error is not None else vector
+            if all(r is not None for r in job.results):
+                failures = [r for r in job.results if isinstance(r, Exception)]
+                value = None if failures else np.stack(job.results)
+                job.loop.call_soon_threadsafe(_settle, job.future, value, failures[0] if failures else None)
+        if self.on_batch:
+            self.on_batch(len(group), sum(len(job.ids[i]) for job, i in group))
 
     def _groups(self, batch: list[tuple[_Job, int]]) -> list[list[tuple[_Job, int]]]:
         """Similar-length groups of the batch; smaller ones while urgent requests keep arriving."""
@@ -192,38 +232,16 @@ class BatchQueue:
         rows = length_batches([job.ids[i] for job, i in batch], GROUP_TEXTS, URGENT_GROUP_TOKENS if recent else None)
         return [[batch[r] for r in reversed(row)] for row in rows]  # each group shortest first, as taken
 
-    def _side_by_side(self, groups: deque) -> list[list[tuple[_Job, int]]]:
-        """The next groups to run at once: up to `lanes` of them, all urgent or all not."""
-        urgent = groups[0][0][0].urgent
-        count = 1
-        while count < min(self.lanes, len(groups)) and groups[count][0][0].urgent == urgent:
-            count += 1
-        return [groups.popleft() for _ in range(count)]
-
-    def _run_groups(self, groups: list[list[tuple[_Job, int]]]) -> None:
-        for group, (vectors, errors) in zip(groups, self._embed_groups(groups)):
-            for (job, i), vector, error in zip(group, vectors, errors):
-                job.results[i] = error if error is not None else vector
-                if all(r is not None for r in job.results):
-                    failures = [r for r in job.results if isinstance(r, Exception)]
-                    value = None if failures else np.stack(job.results)
-                    job.loop.call_soon_threadsafe(_settle, job.future, value, failures[0] if failures else None)
-            if self.on_batch:
-                self.on_batch(len(group), sum(len(job.ids[i]) for job, i in group))
-
-    def _embed_groups(self, groups: list[list[tuple[_Job, int]]]) -> list[tuple[list, list]]:
-        """For each group, the vectors (or errors) of its texts. After a failure, each group alone, then
-        each text of the failing group alone."""
+    def _embed_group(self, group: list[tuple[_Job, int]], beside: bool) -> tuple[list, list]:
+        """The group's vectors and errors (None where none): after a failure, each text alone, so that only
+        the bad input fails."""
         try:
-            vectors = self.embed([[job.ids[i] for job, i in group] for group in groups])
-            return [(list(v), [None] * len(group)) for group, v in zip(groups, vectors)]
+            return list(self.embed([job.ids[i] for job, i in group], beside)), [None] * len(group)
         except Exception as e:  # a model failure fails only its own input, never the worker
-            if len(groups) == 1 and len(groups[0]) == 1:
-                return [([None], [e])]
-        if len(groups) > 1:
-            return [self._embed_groups([group])[0] for group in groups]
-        each = [self._embed_groups([[item]])[0] for item in groups[0]]
-        return [([v for vectors, _ in each for v in vectors], [e for _, errors in each for e in errors])]
+            if len(group) == 1:
+                return [None], [e]
+        each = [self._embed_group([item], beside) for item in group]
+        return [v for vectors, _ in each for v in vectors], [e for _, errors in each for e in errors]
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish what is queued, then stop the worker."""
@@ -231,6 +249,8 @@ class BatchQueue:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join(timeout)
+        if self._lanes is not None:
+            self._lanes.shutdown(wait=False)
 
 
 def _settle(future: asyncio.Future, value, error) -> None:
