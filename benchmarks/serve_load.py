@@ -2,14 +2,14 @@
 
     python benchmarks/serve_load.py [--model DIR] [--peer infinity] [--rounds 3] [--seconds 10] [--variant NAME=FLAGS]
 
-0. Offline, in this process: the Encoder's throughput at batch 32 and its one-sentence latency (p50), same
-   model and backend as the server.
 1. Starts `zhembed serve` (and, with `--peer infinity`, Infinity's optimum engine on a copy of the model
    directory with its int8 ONNX at the root, `--pooling-method mean`; benchmarks/infinity_venv.sh builds its
    venv) on free 127.0.0.1 ports, and checks that both return the Encoder's vectors. Each `--variant` adds one
    more zhembed server with other serve flags, measured in the same rotation.
 2. Three loads, each system in turn, in `--rounds` rounds whose order rotates, after one warm-up pass of
-   every load on every system:
+   every load on every system; each round first measures the Encoder offline, in this process (same model and
+   backend as the server): its throughput at batch 32 and its one-sentence latency (p50), so that the
+   server's ratios to it are taken in the same minutes of a host whose speed drifts:
    - `16x1`: 16 clients, one sentence per request (requests/s);
    - `4x32`: 4 clients, 32 sentences per request (sentences/s);
    - `1x1`: one client, one sentence per request, sequential (p50 latency).
@@ -173,9 +173,8 @@ def measure(system: System, load: str, texts: list[str], seconds: float) -> dict
             "client_cpu_s": time.process_time() - client0, "server_rss_mb": system.rss_mb(), "seconds": elapsed}
 
 
-def offline(model: str | None, backend: str, texts: list[str]) -> dict:
-    enc = Encoder.load(model, backend=backend)
-    enc.encode(texts, batch_size=32)  # a full warm-up pass
+def offline(enc: Encoder, texts: list[str]) -> dict:
+    """One pass of `texts` at batch 32, and one sentence at a time over the first 500."""
     start = time.perf_counter()
     enc.encode(texts, batch_size=32)
     batch32 = len(texts) / (time.perf_counter() - start)
@@ -237,7 +236,8 @@ def main() -> None:
 
     texts = bench_sentences(4000)
     encoder = Encoder.load(args.model, backend=args.backend)
-    base = offline(args.model, args.backend, texts)
+    offline(encoder, texts)  # the warm-up pass
+    bases = []
     cmd = [sys.executable, "-m", "zhembed", "serve", "--host", HOST, "--port", "{port}", "--backend", args.backend]
     cmd += ["--model", args.model] if args.model else []
     systems = [System("zhembed", cmd, "/v1/embeddings", "")]
@@ -256,6 +256,8 @@ def main() -> None:
                 for load in LOADS:
                     measure(s, load, texts, min(args.seconds, 5))
             for r in range(args.rounds):
+                bases.append(offline(encoder, texts))
+                print(f"round {r + 1} offline: {bases[-1]}", file=sys.stderr)
                 loads = list(LOADS)[r % len(LOADS):] + list(LOADS)[:r % len(LOADS)]
                 for load in loads:
                     for s in systems[r % len(systems):] + systems[:r % len(systems)]:
@@ -264,16 +266,22 @@ def main() -> None:
         finally:
             for s in systems:
                 s.stop()
-    write(args, base, vectors, {name: {load: summarize(runs) for load, runs in by.items()} for name, by in results.items()})
+    write(args, bases, results, vectors)
 
 
-def write(args, base: dict, vectors: dict, summary: dict) -> None:
-    z = summary["zhembed"]
+def write(args, bases: list[dict], results: dict, vectors: dict) -> None:
+    summary = {name: {load: summarize(runs) for load, runs in by.items()} for name, by in results.items()}
+    z, base = summary["zhembed"], summarize(bases)
+    per_round = {"4x32_vs_offline_batch32": [m["sentences_per_s"] / b["batch32_sentences_per_s"]
+                                             for m, b in zip(results["zhembed"]["4x32"], bases)],
+                 "1x1_p50_minus_offline_ms": [m["p50_ms"] - b["one_sentence_p50_ms"]
+                                              for m, b in zip(results["zhembed"]["1x1"], bases)]}
     doc = {"command": "python " + " ".join(sys.argv), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"),
            "model": args.model or "default", "backend": args.backend, "rounds": args.rounds, "seconds": args.seconds,
            "offline": base, "max_abs_difference_to_encode": vectors, "loads": summary,
-           "zhembed_4x32_vs_offline_batch32": z["4x32"]["sentences_per_s"]["median"] / base["batch32_sentences_per_s"],
-           "zhembed_1x1_p50_minus_offline_ms": z["1x1"]["p50_ms"]["median"] - base["one_sentence_p50_ms"]}
+           "zhembed_vs_offline_per_round": per_round,
+           "zhembed_4x32_vs_offline_batch32": z["4x32"]["sentences_per_s"]["median"] / base["batch32_sentences_per_s"]["median"],
+           "zhembed_1x1_p50_minus_offline_ms": z["1x1"]["p50_ms"]["median"] - base["one_sentence_p50_ms"]["median"]}
     if "infinity" in summary:
         i = summary["infinity"]
         doc["infinity_ratio_16x1_requests"] = z["16x1"]["requests_per_s"]["median"] / i["16x1"]["requests_per_s"]["median"]
@@ -307,10 +315,13 @@ def markdown(doc: dict) -> str:
             else:
                 cells.append(cell(by[load][key], digits))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    off = doc["offline"]
-    lines += ["", f"Offline Encoder: {off['batch32_sentences_per_s']:,.0f} sentences/s at batch 32, one sentence "
-              f"p50 {off['one_sentence_p50_ms']:.2f} ms; zhembed 4x32 / offline = {doc['zhembed_4x32_vs_offline_batch32']:.2f}, "
-              f"1x1 p50 - offline = {doc['zhembed_1x1_p50_minus_offline_ms']:+.2f} ms."]
+    off, rounds = doc["offline"], doc["zhembed_vs_offline_per_round"]
+    lines += ["", f"Offline Encoder, once per round: {cell(off['batch32_sentences_per_s'])} sentences/s at batch 32, "
+              f"one sentence p50 {cell(off['one_sentence_p50_ms'], 2)} ms; zhembed 4x32 / offline = "
+              f"{doc['zhembed_4x32_vs_offline_batch32']:.2f} (per round: "
+              f"{', '.join(f'{x:.2f}' for x in rounds['4x32_vs_offline_batch32'])}), 1x1 p50 - offline = "
+              f"{doc['zhembed_1x1_p50_minus_offline_ms']:+.2f} ms (per round: "
+              f"{', '.join(f'{x:+.2f}' for x in rounds['1x1_p50_minus_offline_ms'])})."]
     ratios = {k: v for k, v in doc.items() if "infinity_ratio" in k}
     if ratios:
         lines.append("Ratios zhembed / Infinity: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()) + ".")
