@@ -127,8 +127,8 @@ def test_several_batches_run_side_by_side_on_the_one_thread_lane(exported, monke
 
     enc = Encoder.load(exported, num_threads=2)
     lane = enc.backend.lane()
-    assert lane.threads == 1 and lane.session.get_session_options().intra_op_num_threads == 1
-    assert lane is enc.backend.lane() and Encoder.load(exported, num_threads=1).backend.lane() is None
+    assert lane.threads == 1 and lane is enc.backend.lane()
+    assert Encoder.load(exported, num_threads=1).backend.lane() is None
     calls = []
     real = OnnxBackend.__call__
     monkeypatch.setattr(OnnxBackend, "__call__",
@@ -136,3 +136,30 @@ def test_several_batches_run_side_by_side_on_the_one_thread_lane(exported, monke
     enc.encode(CALIBRATION[:1])
     enc.encode(CALIBRATION[:40], batch_size=8)
     assert calls[0] == 2 and calls[1:] == [1] * 5  # one batch: every thread; five batches: one thread each
+    assert 1 <= lane.sessions <= 2
+
+
+def test_batches_running_side_by_side_never_share_a_session(exported, monkeypatch):
+    """Two threads running one session at once made some processes 20% slower: each call gets its own."""
+    import threading
+
+    from zhembed.runtime.backends import OnnxBackend
+
+    enc = Encoder.load(exported, num_threads=2)
+    lane, both_in, used = enc.backend.lane(), threading.Barrier(2, timeout=10), []
+    real = OnnxBackend.__call__
+
+    def call(self, ids, mask):
+        used.append(id(self))
+        both_in.wait()  # the two calls overlap
+        return real(self, ids, mask)
+    monkeypatch.setattr(OnnxBackend, "__call__", call)
+    ids, mask = enc.pad(enc.tokenize(CALIBRATION[:4], 32))
+    threads = [threading.Thread(target=lane, args=(ids, mask)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert len(used) == 2 and len(set(used)) == 2 and lane.sessions == 2
+    monkeypatch.undo()
+    np.testing.assert_allclose(lane(ids, mask), real(enc.backend, ids, mask), atol=1e-5)

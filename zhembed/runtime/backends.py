@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import queue
 from pathlib import Path
 from typing import Protocol
 
@@ -105,17 +106,49 @@ class OnnxBackend:
         self.weights_file = Path(onnx_file)
         self._settings = (graph_optimization, spinning)
 
-    def lane(self) -> OnnxBackend | None:
-        """A second session on one thread (made once, on first use; 0.04 s and about 24 MB for the int8
-        model), which several threads run at once, one batch each. onnxruntime splits every op of one batch
-        between its threads, and they exchange each op's output; on a VM whose two vCPUs the host places on
-        different dies, that exchange made a 2-thread batch as slow as one thread, for seconds at a time
-        (docs/RESULTS.md). Whole batches per core share nothing but the weights."""
-        return self._one_thread if self.threads > 1 else None
+    def lane(self) -> OnnxLane | None:
+        """One-thread sessions that several threads run at once, one batch each (OnnxLane). onnxruntime
+        splits every op of one batch between its threads, and they exchange each op's output; on a VM whose
+        two vCPUs the host places on different dies, that exchange made a 2-thread batch as slow as one
+        thread, for seconds at a time (docs/RESULTS.md). Whole batches per core share nothing but the file
+        they were loaded from."""
+        return self._lane if self.threads > 1 else None
 
     @functools.cached_property
-    def _one_thread(self) -> OnnxBackend:
-        return OnnxBackend(self.weights_file, 1, *self._settings)
+    def _lane(self) -> OnnxLane:
+        return OnnxLane(self.weights_file, self._settings)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.session.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+
+class OnnxLane:
+    """One batch on one thread, callable from several threads at once: each call takes an idle one-thread
+    session, made on first need (0.04 s and about 24 MB each for the int8 model), so there are as many as
+    calls ever ran at once. Two threads running one shared session made 5 of 20 fresh processes about 20%
+    slower (docs/RESULTS.md); with a session each, none."""
+
+    name = "onnx-lane"
+    threads = 1
+
+    def __init__(self, onnx_file: Path, settings: tuple[str, str]):
+        self.weights_file, self._settings = Path(onnx_file), settings
+        self._idle: queue.SimpleQueue[OnnxBackend] = queue.SimpleQueue()
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        try:
+            session = self._idle.get_nowait()
+        except queue.Empty:
+            session = OnnxBackend(self.weights_file, 1, *self._settings)
+        try:
+            return session(input_ids, attention_mask)
+        finally:
+            self._idle.put(session)
+
+    @property
+    def sessions(self) -> int:
+        """How many one-thread sessions are idle now (all of them, between calls)."""
+        return self._idle.qsize()
+
+    def lane(self) -> None:
+        return None
