@@ -137,15 +137,18 @@ stage finetune-a zhembed finetune --model "$RUNS/student-v2" --train "$TRAIN" --
   --epochs 1 --batch-size 32 --lr 5e-5 --max-length 64 --eval-every 2000 --checkpoint-every 500 \
   --threads "$THREADS" --seed 42 --resume
 
-# 5. Choose by validation (at most three candidates: A, B and C), calibrate scores on the validation pairs,
-#    and export the static int8 ONNX calibrated on corpus sentences.
-stage choose python scripts/choose_candidate.py "$RUNS/ft-a" "$RUNS/ft-b" "$RUNS/ft-c" --out "$RUNS/chosen"
+# 5. Choose by validation (at most three candidates: A, B and C, those of them built on this machine; a run
+#    with ONLY=...,finetune-a builds A alone), calibrate scores on the validation pairs, and export the static
+#    int8 ONNX calibrated on corpus sentences.
+CANDIDATES=$(for c in a b c; do if [[ -d $RUNS/ft-$c ]]; then printf '%s ' "$RUNS/ft-$c"; fi; done)
+stage choose python scripts/choose_candidate.py $CANDIDATES --out "$RUNS/chosen"
 stage calibrate zhembed calibrate --model "$RUNS/chosen" --train "$TRAIN" --val-fraction 0.03 --seed 42
 stage int8 zhembed export "$RUNS/chosen" --quantize int8 --calibration "$C/sentences.txt"
 
 # 6. Score at the end: the seven splits with the fp32 weights and the int8 ONNX, the validation and the
 #    teacher agreement of each candidate and of the shipped model, in one table (docs/results/candidates.md).
-stage evaluate bash -c "python scripts/sweep.py $RUNS/ft-a $RUNS/ft-b $RUNS/ft-c zhembed/models/zhembed-small-zh --out docs/results/candidates \
+stage evaluate bash -c "python scripts/sweep.py $CANDIDATES zhembed/models/zhembed-small-zh --out docs/results/candidates \
+  && python scripts/validate.py $RUNS/chosen zhembed/models/zhembed-small-zh --train $TRAIN --json docs/results/validation-chosen.json \
   && zhembed eval $RUNS/chosen --backend onnx --json docs/results/eval-chosen-int8.json \
   && python scripts/agreement.py $RUNS/chosen zhembed/models/zhembed-small-zh --teacher $TEACHER --corpus $CORPUS \
      --train $TRAIN --cache-dir $RUNS/distill-v2/cache | tee docs/results/agreement-chosen.txt"
