@@ -12,9 +12,12 @@
    server's ratios to it are taken in the same minutes of a host whose speed drifts:
    - `16x1`: 16 clients, one sentence per request (requests/s);
    - `4x32`: 4 clients, 32 sentences per request (sentences/s);
-   - `1x1`: one client, one sentence per request, sequential (p50 latency).
-   Clients are lean (asyncio streams, one keep-alive connection each), since they share the CPU. Server and
-   client CPU seconds and the server's memory are recorded with every measurement.
+   - `1x1`: one client, one sentence per request, sequential (p50 latency). Each request alternates with
+     `Encoder.encode` of the same sentence in this process (the server's spinning mode, within-runs), so the
+     server's cost over the model is taken pair by pair, in the same seconds of the host.
+   Clients are lean (one keep-alive connection each: asyncio streams for the concurrent loads, a blocking
+   socket for the sequential one), since they share the CPU; a reply is checked after its time is taken.
+   Server and client CPU seconds and the server's memory are recorded with every measurement.
 3. Stops the servers and writes benchmarks/results/serve_load.{json,md}: medians with min/max, and the ratios
    to Infinity under keys containing `infinity` and `ratio`.
 Infinity does not add the model's `query: ` prompt, so its clients send the prompt in the text.
@@ -74,6 +77,37 @@ class LeanClient:
         if self.writer is not None:
             self.writer.close()
         self.reader = self.writer = None
+
+
+class BlockingClient:
+    """One keep-alive HTTP/1.1 connection on a plain socket, for the sequential load: no event loop between
+    the reply's arrival and its timestamp."""
+
+    def __init__(self, host: str, port: int):
+        self.sock = socket.create_connection((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.host, self.buffer = host, b""
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self._recv()
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head + b"\r\n").group(1))
+        while len(self.buffer) < length:
+            self.buffer += self._recv()
+        reply, self.buffer = self.buffer[:length], self.buffer[length:]
+        return int(head.split(b" ", 2)[1]), reply
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        return chunk
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class System:
@@ -146,31 +180,65 @@ async def _client(system: System, batches: list[list[str]], stop_at: float, late
         start = time.perf_counter()
         try:
             status, reply = await conn.post(system.path, body)
+            elapsed = time.perf_counter() - start
             ok = status == 200 and len(json.loads(reply)["data"]) == len(texts)
         except Exception as e:  # counted, never raised: the report shows them
             status, ok = repr(e), False
             conn.close()
-        (latencies if ok else errors).append(time.perf_counter() - start if ok else str(status))
+        (latencies if ok else errors).append(elapsed if ok else str(status))
         i += 1
     conn.close()
 
 
-def measure(system: System, load: str, texts: list[str], seconds: float) -> dict:
+def _sequential(system: System, texts: list[str], stop_at: float, latencies: list, errors: list,
+                encoder: Encoder) -> list[float]:
+    """One client, one sentence per request, each request followed by `encoder` on the same sentence in this
+    process; returns those offline times."""
+    conn, offline_times, i = BlockingClient(HOST, system.port), [], 0
+    while time.perf_counter() < stop_at:
+        text = texts[i % len(texts)]
+        body = json.dumps({"input": [system.prompt + text]}, ensure_ascii=False).encode()
+        start = time.perf_counter()
+        try:
+            status, reply = conn.post(system.path, body)
+            elapsed = time.perf_counter() - start
+            ok = status == 200 and len(json.loads(reply)["data"]) == 1
+        except Exception as e:  # counted, never raised: the report shows them
+            status, ok = repr(e), False
+            conn.close()
+            conn = BlockingClient(HOST, system.port)
+        (latencies if ok else errors).append(elapsed if ok else str(status))
+        start = time.perf_counter()
+        encoder.encode([text], batch_size=1)
+        offline_times.append(time.perf_counter() - start)
+        i += 1
+    conn.close()
+    return offline_times
+
+
+def measure(system: System, load: str, texts: list[str], seconds: float, paired: Encoder) -> dict:
+    """One load for `seconds`. The sequential load (1x1) also gives the p50 of `paired` on the same sentences,
+    each run right after its request."""
     clients, per_request = LOADS[load]
     batches = [texts[i:i + per_request] for i in range(0, len(texts) - per_request + 1, per_request)]
-    latencies, errors = [], []
+    latencies, errors, offline_times = [], [], []
     cpu0, client0, start = system.cpu_seconds(), time.process_time(), time.perf_counter()
     stop_at = start + seconds
-
-    async def run():
-        await asyncio.gather(*(_client(system, batches, stop_at, latencies, errors, c * 97) for c in range(clients)))
-    asyncio.run(run())
+    if clients == 1 and per_request == 1:
+        offline_times = _sequential(system, texts, stop_at, latencies, errors, paired)
+    else:
+        async def run():
+            await asyncio.gather(*(_client(system, batches, stop_at, latencies, errors, c * 97) for c in range(clients)))
+        asyncio.run(run())
     elapsed = time.perf_counter() - start
     lat = np.array(latencies or [np.nan]) * 1000
-    return {"requests_per_s": len(latencies) / elapsed, "sentences_per_s": len(latencies) * per_request / elapsed,
-            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-            "errors": len(errors), "server_cpu_s": system.cpu_seconds() - cpu0,
-            "client_cpu_s": time.process_time() - client0, "server_rss_mb": system.rss_mb(), "seconds": elapsed}
+    result = {"requests_per_s": len(latencies) / elapsed, "sentences_per_s": len(latencies) * per_request / elapsed,
+              "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+              "errors": len(errors), "server_cpu_s": system.cpu_seconds() - cpu0,
+              "client_cpu_s": time.process_time() - client0, "server_rss_mb": system.rss_mb(), "seconds": elapsed}
+    if offline_times:
+        result["paired_offline_p50_ms"] = float(np.median(offline_times) * 1000)
+    return result
 
 
 def offline(enc: Encoder, texts: list[str]) -> dict:
@@ -236,7 +304,9 @@ def main() -> None:
 
     texts = bench_sentences(4000)
     encoder = Encoder.load(args.model, backend=args.backend)
+    paired = Encoder.load(args.model, backend=args.backend, onnx_spinning="within-runs")  # as the server runs it
     offline(encoder, texts)  # the warm-up pass
+    paired.encode(texts[:500], batch_size=1)
     bases = []
     cmd = [sys.executable, "-m", "zhembed", "serve", "--host", HOST, "--port", "{port}", "--backend", args.backend]
     cmd += ["--model", args.model] if args.model else []
@@ -254,14 +324,14 @@ def main() -> None:
             results = {s.name: {load: [] for load in LOADS} for s in systems}
             for s in systems:  # the warm-up pass
                 for load in LOADS:
-                    measure(s, load, texts, min(args.seconds, 5))
+                    measure(s, load, texts, min(args.seconds, 5), paired)
             for r in range(args.rounds):
                 bases.append(offline(encoder, texts))
                 print(f"round {r + 1} offline: {bases[-1]}", file=sys.stderr)
                 loads = list(LOADS)[r % len(LOADS):] + list(LOADS)[:r % len(LOADS)]
                 for load in loads:
                     for s in systems[r % len(systems):] + systems[:r % len(systems)]:
-                        results[s.name][load].append(measure(s, load, texts, args.seconds))
+                        results[s.name][load].append(measure(s, load, texts, args.seconds, paired))
                         print(f"round {r + 1} {load} {s.name}: {results[s.name][load][-1]}", file=sys.stderr)
         finally:
             for s in systems:
@@ -274,14 +344,14 @@ def write(args, bases: list[dict], results: dict, vectors: dict) -> None:
     z, base = summary["zhembed"], summarize(bases)
     per_round = {"4x32_vs_offline_batch32": [m["sentences_per_s"] / b["batch32_sentences_per_s"]
                                              for m, b in zip(results["zhembed"]["4x32"], bases)],
-                 "1x1_p50_minus_offline_ms": [m["p50_ms"] - b["one_sentence_p50_ms"]
-                                              for m, b in zip(results["zhembed"]["1x1"], bases)]}
+                 "1x1_p50_minus_paired_offline_ms": [m["p50_ms"] - m["paired_offline_p50_ms"]
+                                                     for m in results["zhembed"]["1x1"]]}
     doc = {"command": "python " + " ".join(sys.argv), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"),
            "model": args.model or "default", "backend": args.backend, "rounds": args.rounds, "seconds": args.seconds,
            "offline": base, "max_abs_difference_to_encode": vectors, "loads": summary,
            "zhembed_vs_offline_per_round": per_round,
            "zhembed_4x32_vs_offline_batch32": z["4x32"]["sentences_per_s"]["median"] / base["batch32_sentences_per_s"]["median"],
-           "zhembed_1x1_p50_minus_offline_ms": z["1x1"]["p50_ms"]["median"] - base["one_sentence_p50_ms"]["median"]}
+           "zhembed_1x1_p50_minus_offline_ms": float(np.median(per_round["1x1_p50_minus_paired_offline_ms"]))}
     if "infinity" in summary:
         i = summary["infinity"]
         doc["infinity_ratio_16x1_requests"] = z["16x1"]["requests_per_s"]["median"] / i["16x1"]["requests_per_s"]["median"]
@@ -319,9 +389,11 @@ def markdown(doc: dict) -> str:
     lines += ["", f"Offline Encoder, once per round: {cell(off['batch32_sentences_per_s'])} sentences/s at batch 32, "
               f"one sentence p50 {cell(off['one_sentence_p50_ms'], 2)} ms; zhembed 4x32 / offline = "
               f"{doc['zhembed_4x32_vs_offline_batch32']:.2f} (per round: "
-              f"{', '.join(f'{x:.2f}' for x in rounds['4x32_vs_offline_batch32'])}), 1x1 p50 - offline = "
+              f"{', '.join(f'{x:.2f}' for x in rounds['4x32_vs_offline_batch32'])}); 1x1 p50 - the p50 of "
+              f"Encoder.encode on the same sentences, each right after its request (within-runs spinning) = "
               f"{doc['zhembed_1x1_p50_minus_offline_ms']:+.2f} ms (per round: "
-              f"{', '.join(f'{x:+.2f}' for x in rounds['1x1_p50_minus_offline_ms'])})."]
+              f"{', '.join(f'{x:+.2f}' for x in rounds['1x1_p50_minus_paired_offline_ms'])}; paired offline p50 "
+              f"{cell(doc['loads']['zhembed']['1x1']['paired_offline_p50_ms'], 2)} ms)."]
     ratios = {k: v for k, v in doc.items() if "infinity_ratio" in k}
     if ratios:
         lines.append("Ratios zhembed / Infinity: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()) + ".")
