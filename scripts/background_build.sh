@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Starts, or resumes, scripts/build_default_model.sh in the background, in the first minutes of a session: from a
-# git worktree of its own (so the checkout you work in can change), with its own venv (the [train] extra, torch
-# from constraints.txt), under nohup and nice 19, appending to runs/build.log there. Idempotent: a build already
-# running is left alone; a missing worktree or venv (a machine that came up wiped) is made again first.
+# git worktree of its own (so the checkout you work in can change), with its own venv (the [train] and [search]
+# extras: torch from constraints.txt, faiss for mining negatives), under nohup and nice 19, appending to
+# runs/build.log there. Idempotent: a build already running is left alone; a missing worktree or venv (a machine
+# that came up wiped) is made again first.
 #
 #   scripts/background_build.sh                    # the stages teacher,distill,negatives,finetune-a
 #   scripts/background_build.sh teacher,distill    # just these (build_default_model.sh's ONLY)
@@ -25,10 +26,10 @@ if [[ ! -d $WORKTREE ]]; then
   git worktree add --detach "$WORKTREE" HEAD
 fi
 git -C "$WORKTREE" checkout -q --detach "$(git rev-parse HEAD)"
-if [[ ! -x $WORKTREE/.venv/bin/zhembed ]]; then
-  echo "installing the [train] extra into $WORKTREE/.venv (a few minutes)"
+if ! "$WORKTREE/.venv/bin/python" -c "import faiss, torch" 2> /dev/null; then
+  echo "installing the [train] and [search] extras into $WORKTREE/.venv (a few minutes)"
   python3 -m venv "$WORKTREE/.venv"
-  "$WORKTREE/.venv/bin/pip" install -q -e "$WORKTREE[train]" -c constraints.txt
+  "$WORKTREE/.venv/bin/pip" install -q -e "$WORKTREE[train,search]" -c constraints.txt
 fi
 cd "$WORKTREE"
 mkdir -p runs
