@@ -56,6 +56,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def post_request(host: str, path: str, body: bytes) -> bytes:
+    """The bytes of one keep-alive JSON POST."""
+    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+
+def status_and_length(head: bytes) -> tuple[int, int]:
+    """The status code and Content-Length of a response head (its closing blank line included)."""
+    return int(head.split(b" ", 2)[1]), int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+
+
 class LeanClient:
     """One keep-alive HTTP/1.1 connection on asyncio streams. The load generator shares the CPU with the
     server, so it should cost as little as wrk would; a full client library spends more per request than
@@ -67,11 +78,9 @@ class LeanClient:
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
-        return int(head.split(b" ", 2)[1]), await self.reader.readexactly(length)
+        self.writer.write(post_request(self.host, path, body))
+        status, length = status_and_length(await self.reader.readuntil(b"\r\n\r\n"))
+        return status, await self.reader.readexactly(length)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -89,16 +98,15 @@ class BlockingClient:
         self.host, self.buffer = host, b""
 
     def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        self.sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        self.sock.sendall(post_request(self.host, path, body))
         while b"\r\n\r\n" not in self.buffer:
             self.buffer += self._recv()
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-        length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head + b"\r\n").group(1))
+        status, length = status_and_length(head + b"\r\n\r\n")
         while len(self.buffer) < length:
             self.buffer += self._recv()
         reply, self.buffer = self.buffer[:length], self.buffer[length:]
-        return int(head.split(b" ", 2)[1]), reply
+        return status, reply
 
     def _recv(self) -> bytes:
         chunk = self.sock.recv(1 << 16)
@@ -305,8 +313,7 @@ def main() -> None:
     texts = bench_sentences(4000)
     encoder = Encoder.load(args.model, backend=args.backend)
     paired = Encoder.load(args.model, backend=args.backend, onnx_spinning="within-runs")  # as the server runs it
-    offline(encoder, texts)  # the warm-up pass
-    paired.encode(texts[:500], batch_size=1)
+    offline(encoder, texts)  # the warm-up pass (`paired` warms up in the loads' warm-up pass)
     bases = []
     cmd = [sys.executable, "-m", "zhembed", "serve", "--host", HOST, "--port", "{port}", "--backend", args.backend]
     cmd += ["--model", args.model] if args.model else []
