@@ -18,6 +18,7 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from ..errors import ZhembedError, require
+from ..progress import progress
 from ..runtime import Encoder
 from .finetune import load_dataset, split_validation
 from ..textio import read_corpus
@@ -83,6 +84,13 @@ def choose(candidates: np.ndarray, anchor_pos: float, teacher_pos: np.ndarray, t
     return None
 
 
+def rank(index, queries: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
+    """The ids of each query's k nearest corpus sentences, in chunks under a progress bar (exact search of a
+    few hundred thousand anchors in a corpus as large takes minutes on 2 cores)."""
+    starts = progress(range(0, len(queries), chunk), desc="rank", unit="chunk", total=-(-len(queries) // chunk))
+    return np.concatenate([index.search(queries[i:i + chunk], k)[1] for i in starts])
+
+
 def mine(cfg: MineConfig, log=print) -> Path:
     require("search", "zhembed mine-negatives", ("faiss",))
     import faiss
@@ -103,9 +111,10 @@ def mine(cfg: MineConfig, log=print) -> Path:
     encoder = Encoder.load(cfg.model, num_threads=cfg.threads or None)
     log(f"encoding the corpus with {cfg.model} ({encoder.backend.name})")
     index = faiss.IndexFlatIP(encoder.dim)
-    index.add(encoder.encode(sentences, batch_size=64, max_length=cfg.max_length))
-    anchors = encoder.encode([a for a, _ in pairs], batch_size=64, max_length=cfg.max_length)
-    _, ranked = index.search(anchors, cfg.rank_max)
+    index.add(encoder.encode(sentences, batch_size=64, max_length=cfg.max_length, show_progress=True))
+    anchors = encoder.encode([a for a, _ in pairs], batch_size=64, max_length=cfg.max_length,
+                             show_progress=True)
+    ranked = rank(index, anchors, cfg.rank_max)
     rows, none = [], 0
     for (a, p), candidates in zip(pairs, ranked):
         t_pos = teacher_of(p)
