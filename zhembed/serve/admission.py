@@ -140,7 +140,9 @@ class Observe:
     @app.middleware("http") costs more per request than the model does on one short sentence)."""
 
     def __init__(self, app, metrics: Metrics, queue_depth, paths: set[str]):
-        self.app, self.metrics, self.queue_depth, self.paths = app, metrics, queue_depth, paths
+        self.app, self.metrics, self.queue_depth = app, metrics, queue_depth
+        # each path's counter and histogram looked up once, not per request (labels() takes a lock)
+        self.counted = {p: (metrics.requests.labels(p), metrics.latency.labels(p)) for p in {*paths, "other"}}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -156,8 +158,9 @@ class Observe:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            path = scope["path"] if scope["path"] in self.paths else "other"
-            self.metrics.requests.labels(path).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+            path = scope["path"] if scope["path"] in self.counted else "other"
+            requests, latency = self.counted[path]
+            requests.inc()
+            latency.observe(time.perf_counter() - start)
             if status[0] >= 400:
                 self.metrics.errors.labels(path, str(status[0])).inc()

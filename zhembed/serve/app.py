@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -27,6 +28,16 @@ from .schemas import (SURROGATE, ApiError, EmbeddingsRequest, SearchRequest, Sim
                       error_response, hit_body, json_response, parse, request_schema)
 
 __all__ = ["Limits", "create_app", "default_allowed_hosts", "serve"]
+
+
+class PlainRoute(APIRoute):
+    """A POST route whose handler takes the Request and returns its Response itself (it parses its own body:
+    schemas.parse). FastAPI's per-request dependency solving is skipped: about 60 us of the 100 us the framework
+    took around a one-sentence request. It stays in /docs (openapi_extra gives its body), and errors still go
+    through the app's exception handlers."""
+
+    def get_route_handler(self):
+        return self.endpoint
 
 
 async def embeddings(request: Request) -> Response:
@@ -128,7 +139,8 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
     app.state.model_name = model_name or encoder.path.name
     for path, handler, body in (("/v1/embeddings", embeddings, EmbeddingsRequest),
                                 ("/similarity", similarity, SimilarityRequest), ("/search", search, SearchRequest)):
-        app.post(path, openapi_extra=request_schema(body))(handler)
+        app.router.add_api_route(path, handler, methods=["POST"], openapi_extra=request_schema(body),
+                                 route_class_override=PlainRoute)
     app.get("/health")(health)
     app.api_route("/health", methods=["HEAD"], include_in_schema=False)(health)
     app.api_route("/health/", methods=["GET", "HEAD"], include_in_schema=False)(health)
