@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -32,11 +33,11 @@ __all__ = ["Limits", "create_app", "default_allowed_hosts", "serve"]
 
 class PlainRoute(APIRoute):
     """A POST route whose handler takes the Request and returns its Response itself (it parses its own body:
-    schemas.parse). FastAPI's per-request dependency solving is skipped: about 60 us of the 100 us the framework
+    schemas.parse). FastAPI's per-request dependency solving is skipped: about 35 us of the 100 us the framework
     took around a one-sentence request. It stays in /docs (openapi_extra gives its body), and errors still go
     through the app's exception handlers."""
 
-    def get_route_handler(self):
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         return self.endpoint
 
 
