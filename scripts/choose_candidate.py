@@ -1,10 +1,12 @@
 """Copy the candidate with the best validation mean into OUT: the carve-out of the training files chooses,
 never the evaluation splits.
 
-    python scripts/choose_candidate.py runs/build/ft-a runs/build/ft-b --out runs/build/chosen
+    python scripts/validate.py runs/build/ft-a runs/build/ft-a-avg50 --train A.tsv,... --json V.json
+    python scripts/choose_candidate.py runs/build/ft-a runs/build/ft-a-avg50 --validation V.json --out runs/build/chosen
 
-Each candidate's validation mean is the one `zhembed finetune --val-fraction` recorded in its zhembed_run.json.
-OUT is built beside and renamed into place, with the choice in choice.json.
+Every candidate's validation mean comes from one report of scripts/validate.py, so a fine-tune and an average
+of two models (which no training run scored) are compared by the same function on the same rows. OUT is built
+beside and renamed into place, with the choice in choice.json.
 """
 
 from __future__ import annotations
@@ -15,19 +17,20 @@ import shutil
 from pathlib import Path
 
 
-def validation(model: Path) -> float:
-    run = json.loads((model / "zhembed_run.json").read_text(encoding="utf-8"))
-    if run.get("validation") is None:
-        raise SystemExit(f"{model}: no validation mean in zhembed_run.json (train it with --val-fraction)")
-    return float(run["validation"])
+def validation(report: dict, model: Path) -> float:
+    if str(model) not in report:
+        raise SystemExit(f"{model}: not in the validation report; run scripts/validate.py on every candidate")
+    return float(report[str(model)]["mean"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("candidates", nargs="+", type=Path)
+    parser.add_argument("--validation", type=Path, required=True, help="scripts/validate.py's --json report")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    scores = {str(c): validation(c) for c in args.candidates}
+    report = json.loads(args.validation.read_text(encoding="utf-8"))
+    scores = {str(c): validation(report, c) for c in args.candidates}
     best = max(args.candidates, key=lambda c: scores[str(c)])
     tmp = args.out.with_name(args.out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

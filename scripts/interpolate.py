@@ -5,7 +5,8 @@ the model it started from; validation then picks alpha.
     python scripts/interpolate.py zhembed/models/zhembed-small-zh runs/build/ft-c --alpha 0.5 --out runs/build/ft-c-avg50
 
 Both directories must hold the same architecture and vocabulary (B fine-tuned from A, say). The output is A's
-directory (tokenizer, configs, pooling) with the averaged weights and no ONNX export.
+directory (tokenizer, configs, pooling, Matryoshka sizes) with the averaged weights, no ONNX export, and a
+zhembed_run.json that names the two models and alpha.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from safetensors.numpy import load_file
 
-from zhembed.modeldir import WEIGHTS_FILE, copy_model_files, resolve_model_dir, save_weights
+from zhembed.modeldir import WEIGHTS_FILE, copy_model_files, resolve_model_dir, save_weights, write_json
+from zhembed.train.common import RUN_MARKER
 
 
 def interpolate(a: Path, b: Path, alpha: float, out: Path) -> None:
@@ -28,6 +30,8 @@ def interpolate(a: Path, b: Path, alpha: float, out: Path) -> None:
     copy_model_files(a, tmp)
     mixed = {k: (1 - alpha) * first[k].astype("float32") + alpha * second[k].astype("float32") for k in first}
     save_weights(tmp, {k: v.astype(first[k].dtype) for k, v in mixed.items()})  # averaged in fp32
+    # its own record, not A's: A's validation score would otherwise pass for the average's
+    write_json(tmp / RUN_MARKER, {"interpolated": {"a": str(a), "b": str(b), "alpha": alpha}})
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
 
