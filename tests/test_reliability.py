@@ -195,3 +195,24 @@ def test_after_a_signal_nothing_is_committed_even_when_a_library_swallowed_it(tm
     with pytest.raises(atomic.Stopped), atomic.replace_dir(tmp_path / "idx") as tmp:
         (tmp / "CURRENT").write_text("1")
     assert not list(tmp_path.iterdir())
+
+
+def test_an_error_that_a_signal_caused_is_reported_as_the_signal(monkeypatch, capsys):
+    """SIGTERM inside an extension's import during model loading came out as 'cannot load model weights ...:
+    initialization failed' with status 2 (seen in CI on a loaded machine); it is the signal: 143, 'terminated'."""
+    from zhembed import atomic, cli
+    from zhembed.errors import ZhembedError
+
+    monkeypatch.setattr(atomic, "_signals", [])
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)
+
+    def app(standalone_mode):
+        try:
+            atomic.stop(signal.SIGTERM)
+        except BaseException:  # as an interrupted extension import turns it into its own error
+            raise ZhembedError("cannot load model weights from m: initialization failed") from None
+
+    monkeypatch.setattr(cli, "app", app)
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 143 and "terminated" in capsys.readouterr().err

@@ -34,7 +34,8 @@ def stop(signum: int, frame: object = None) -> None:
     raise Stopped(signum)
 
 
-def _check_not_stopped() -> None:
+def check_not_stopped() -> None:
+    """Raise Stopped if a signal has come: before a commit, and where an error may be one a signal caused."""
     if _signals:
         raise Stopped(_signals[0])
 
@@ -58,7 +59,7 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        _check_not_stopped()
+        check_not_stopped()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -89,7 +90,7 @@ def replace_dir(target: Path) -> Iterator[Path]:
                 with open(path, "rb") as f:
                     os.fsync(f.fileno())
         shutil.rmtree(old, ignore_errors=True)
-        _check_not_stopped()
+        check_not_stopped()
         if target.exists():
             target.rename(old)
         tmp.rename(target)

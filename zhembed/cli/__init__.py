@@ -10,7 +10,7 @@ import sys
 import click
 import typer
 
-from ..atomic import Stopped, stop
+from ..atomic import Stopped, check_not_stopped, stop
 from ..errors import ZhembedError
 from . import encode, eval, make, scale, search, serve, train  # noqa: F401  (each registers its commands)
 from .common import app
@@ -50,7 +50,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        code = app(standalone_mode=False)
+        try:
+            code = app(standalone_mode=False)
+        except Exception:  # a library that turned the signal into its own error (an extension's import that it
+            check_not_stopped()  # interrupted: "initialization failed") is reported as the signal
+            raise
     except ZhembedError as e:
         typer.echo(f"zhembed: error: {e}", err=True)
         sys.exit(2)
