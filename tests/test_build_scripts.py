@@ -18,16 +18,13 @@ def _run(*args: str) -> None:
     subprocess.run([sys.executable, *args], check=True, capture_output=True)
 
 
-def test_an_average_has_the_mean_weights_and_its_own_run_record(tmp_path, tiny_bert):
+def test_an_average_has_the_mean_weights_and_its_own_run_record(tmp_path):
     from conftest import make_tiny_bert
 
-    other = make_tiny_bert(tmp_path / "other", seed=5)
-    (tiny_bert / "zhembed_run.json").write_text(json.dumps({"validation": 99.0}))  # A's own score
-    try:
-        _run(str(SCRIPTS / "interpolate.py"), str(tiny_bert), str(other), "--alpha", "0.5", "--out", str(tmp_path / "avg"))
-    finally:
-        (tiny_bert / "zhembed_run.json").unlink()
-    a, b, avg = (load_file(str(d / "model.safetensors")) for d in (tiny_bert, other, tmp_path / "avg"))
+    first, other = make_tiny_bert(tmp_path / "first"), make_tiny_bert(tmp_path / "other", seed=5)
+    (first / "zhembed_run.json").write_text(json.dumps({"validation": 99.0}))  # A's own score
+    _run(str(SCRIPTS / "interpolate.py"), str(first), str(other), "--alpha", "0.5", "--out", str(tmp_path / "avg"))
+    a, b, avg = (load_file(str(d / "model.safetensors")) for d in (first, other, tmp_path / "avg"))
     key = next(iter(a))
     assert np.allclose(avg[key], (a[key] + b[key]) / 2, atol=1e-6)
     run = json.loads((tmp_path / "avg" / "zhembed_run.json").read_text())

@@ -87,7 +87,7 @@ def choose(candidates: np.ndarray, anchor_pos: float, teacher_pos: np.ndarray, t
 def rank(index, queries: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
     """The ids of each query's k nearest corpus sentences, in chunks under a progress bar (exact search of a
     few hundred thousand anchors in a corpus as large takes minutes on 2 cores)."""
-    starts = progress(range(0, len(queries), chunk), desc="rank", unit="chunk", total=-(-len(queries) // chunk))
+    starts = progress(range(0, len(queries), chunk), desc="rank", unit="chunk")  # a range: tqdm knows its length
     return np.concatenate([index.search(queries[i:i + chunk], k)[1] for i in starts])
 
 
