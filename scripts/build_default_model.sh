@@ -154,12 +154,20 @@ stage calibrate zhembed calibrate --model "$RUNS/chosen" --train "$TRAIN" --val-
 stage int8 zhembed export "$RUNS/chosen" --quantize int8 --calibration "$C/sentences.txt"
 
 # 6. Score at the end: the seven splits with the fp32 weights and the int8 ONNX, the validation and the
-#    teacher agreement of each candidate and of the shipped model, in one table (docs/results/candidates.md).
-stage evaluate bash -c "python scripts/sweep.py $CANDIDATES zhembed/models/zhembed-small-zh --out docs/results/candidates \
-  && python scripts/validate.py $RUNS/chosen zhembed/models/zhembed-small-zh --train $TRAIN --json docs/results/validation-chosen.json \
-  && zhembed eval $RUNS/chosen --backend onnx --json docs/results/eval-chosen-int8.json \
+#    teacher agreement of each candidate and of the shipped model, in one table (docs/results/candidates.md);
+#    the chosen model and the shipped one at 384, 64 and 32 dimensions; then the ship rule's verdict
+#    (docs/results/ship-verdict.md). Shipping itself (the chosen directory into zhembed/models) stays a commit.
+R=docs/results
+stage evaluate bash -c "python scripts/sweep.py $CANDIDATES zhembed/models/zhembed-small-zh --out $R/candidates \
+  && python scripts/validate.py $RUNS/chosen zhembed/models/zhembed-small-zh --train $TRAIN --json $R/validation-chosen.json \
+  && zhembed eval $RUNS/chosen zhembed/models/zhembed-small-zh --dimensions 384,64,32 --json $R/eval-chosen-dims.json \
+     --markdown $R/eval-chosen-dims.md \
+  && zhembed eval $RUNS/chosen --backend onnx --json $R/eval-chosen-int8.json \
   && python scripts/agreement.py $RUNS/chosen zhembed/models/zhembed-small-zh --teacher $TEACHER --corpus $CORPUS \
-     --train $TRAIN --cache-dir $RUNS/distill-v2/cache | tee docs/results/agreement-chosen.txt"
+     --train $TRAIN --cache-dir $RUNS/distill-v2/cache --json $R/agreement-chosen.json"
+stage verdict python scripts/ship_rule.py "$RUNS/chosen" zhembed/models/zhembed-small-zh \
+  --validation $R/validation-chosen.json --seed $R/eval-chosen-dims.json --int8 $R/eval-chosen-int8.json \
+  --agreement $R/agreement-chosen.json --out $R/ship-verdict
 
 # 7. The static tier (zhembed-static-zh), distilled again from the model just chosen: its int8 vectors of the
 #    corpus as regression targets, then the labelled pairs (same carve-out and guard as fine-tuning; the

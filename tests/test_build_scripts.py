@@ -43,3 +43,43 @@ def test_the_validation_report_chooses_and_a_candidate_missing_from_it_stops_the
     missing = subprocess.run([sys.executable, str(SCRIPTS / "choose_candidate.py"), str(tiny_bert), str(tmp_path / "x"),
                               "--validation", str(report), "--out", str(tmp_path / "c2")], capture_output=True, text=True)
     assert missing.returncode != 0 and "not in the validation report" in missing.stderr
+
+
+def _eval_report(model: str, splits: dict[str, float], shares: dict[int, float]) -> list[dict]:
+    """`zhembed eval --dimensions` rows of one model: the 384-d splits, and the 64/32-d averages as shares."""
+    avg = sum(splits.values()) / len(splits)
+    return [{"model": f"{model} @{d}", "tasks": {t: {"seed": s, "cosine": s} for t, s in splits.items()},
+             "avg": {"seed": avg * share, "cosine": avg * share}} for d, share in shares.items()]
+
+
+def _ship_rule(tmp_path, new_splits: dict[str, float], new_agreement: float):
+    old_splits = {"csts_dev": 80.0, "pawsx_dev": 5.0, "lcqmc_dev": 64.0}
+    files = {"validation": {"new": {"mean": 66.0}, "old": {"mean": 65.0}},
+             "seed": {"models": _eval_report("new", new_splits, {384: 1.0, 64: 0.995, 32: 0.97})
+                      + _eval_report("old", old_splits, {384: 1.0, 64: 0.98, 32: 0.94})},
+             "int8": {"models": [{"model": "new", "avg": {"seed": sum(new_splits.values()) / 3 - 0.1}}]},
+             "agreement": {"new": new_agreement, "old": 72.0}}
+    args = []
+    for name, content in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(content))
+        args += [f"--{name}", str(tmp_path / f"{name}.json")]
+    done = subprocess.run([sys.executable, str(SCRIPTS / "ship_rule.py"), "new", "old", *args,
+                           "--out", str(tmp_path / "verdict")], capture_output=True, text=True)
+    return done, (json.loads((tmp_path / "verdict.json").read_text()) if done.returncode == 0 else None)
+
+
+def test_the_ship_rule_ships_a_candidate_ahead_everywhere_and_holds_one_that_loses_a_split(tmp_path):
+    done, report = _ship_rule(tmp_path, {"csts_dev": 81.0, "pawsx_dev": 11.0, "lcqmc_dev": 75.0}, 73.0)
+    assert done.returncode == 0 and report["ship"] and "Verdict: ship" in done.stdout
+    assert report["targets met"] == {"seed average": True, "pawsx_dev": True, "64-d share %": True,
+                                     "32-d share %": True}
+    done, report = _ship_rule(tmp_path, {"csts_dev": 76.0, "pawsx_dev": 14.0, "lcqmc_dev": 70.0}, 73.0)
+    assert not report["ship"] and report["rule"]["no split 3.0 below"] is False  # csts_dev fell 4.0
+    assert report["rule"]["seed average +0.5"] is True
+    done, report = _ship_rule(tmp_path, {"csts_dev": 81.0, "pawsx_dev": 11.0, "lcqmc_dev": 66.0}, 71.0)
+    assert not report["ship"] and report["rule"]["agreement no lower"] is False
+
+
+def test_the_ship_rule_names_a_model_missing_from_a_report(tmp_path):
+    done, _ = _ship_rule(tmp_path, {"csts_dev": 81.0, "lcqmc_dev": 66.0}, 73.0)  # no pawsx_dev for the candidate
+    assert done.returncode == 1 and "pawsx_dev" in done.stderr
