@@ -207,6 +207,16 @@ def test_openapi_documents_the_request_bodies(url):
         assert field in schema["properties"] and field in schema["required"]
 
 
+def test_the_post_endpoints_answer_other_methods_and_paths_as_before(url):
+    """serve/app.py's Endpoints serves the POST endpoints ahead of FastAPI's router; everything else still
+    reaches the router: another method is a 405, a trailing slash redirects, an unknown path is a JSON 404."""
+    assert httpx.get(f"{url}/v1/embeddings").status_code == 405
+    moved = httpx.post(f"{url}/v1/embeddings/", json={"input": "你好"})
+    assert moved.status_code == 307 and moved.headers["location"].endswith("/v1/embeddings")
+    missing = httpx.post(f"{url}/v2/embeddings", json={"input": "你好"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == 404
+
+
 def test_the_shipped_int8_model_on_two_lanes_gives_each_request_its_encode_vectors():
     """Concurrent requests of mixed sizes, so that the worker hands the model groups side by side."""
     from concurrent.futures import ThreadPoolExecutor

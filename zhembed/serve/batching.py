@@ -217,14 +217,16 @@ class BatchQueue:
                 self._cond.wait()
 
     def _deliver(self, group: list[tuple[_Job, int]], vectors: list, errors: list) -> None:
+        """Hand each finished job its vectors, last thing before this thread goes back to waiting: the event loop
+        that each hand-off wakes needs the GIL, which this thread holds until then."""
+        if self.on_batch:
+            self.on_batch(len(group), sum(len(job.ids[i]) for job, i in group))
         for (job, i), vector, error in zip(group, vectors, errors):
             job.results[i] = error if error is not None else vector
             if all(r is not None for r in job.results):
                 failures = [r for r in job.results if isinstance(r, Exception)]
                 value = None if failures else np.stack(job.results)
                 job.loop.call_soon_threadsafe(_settle, job.future, value, failures[0] if failures else None)
-        if self.on_batch:
-            self.on_batch(len(group), sum(len(job.ids[i]) for job, i in group))
 
     def _groups(self, batch: list[tuple[_Job, int]]) -> list[list[tuple[_Job, int]]]:
         """Similar-length groups of the batch; smaller ones while urgent requests keep arriving."""
