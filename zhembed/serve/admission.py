@@ -139,8 +139,8 @@ class Observe:
     """Counts requests, errors and latency per path, as a plain ASGI middleware (Starlette's
     @app.middleware("http") costs more per request than the model does on one short sentence)."""
 
-    def __init__(self, app, metrics: Metrics, queue_depth, paths: set[str]):
-        self.app, self.metrics, self.queue_depth = app, metrics, queue_depth
+    def __init__(self, app, metrics: Metrics, paths: set[str]):
+        self.app, self.metrics = app, metrics
         # each path's counter and histogram looked up once, not per request (labels() takes a lock)
         self.counted = {p: (metrics.requests.labels(p), metrics.latency.labels(p)) for p in {*paths, "other"}}
 
@@ -154,7 +154,6 @@ class Observe:
                 status[0] = message["status"]
             await send(message)
 
-        self.metrics.queue_depth.set(self.queue_depth())
         try:
             await self.app(scope, receive, send_status)
         finally:

@@ -165,8 +165,7 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
         app.add_exception_handler(error, handler)
     app.add_middleware(Endpoints, handlers={path: handler for path, (handler, _) in posts.items()})
     app.add_middleware(Guard, limits=limits, api_key=api_key, allowed_hosts=allowed_hosts)
-    app.add_middleware(Observe, metrics=app.state.metrics, paths={r.path for r in app.routes},
-                       queue_depth=lambda: app.state.infer.queue.depth if hasattr(app.state, "infer") else 0)
+    app.add_middleware(Observe, metrics=app.state.metrics, paths={r.path for r in app.routes})
     return app
 
 
