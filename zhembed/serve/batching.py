@@ -230,6 +230,8 @@ class BatchQueue:
 
     def _groups(self, batch: list[tuple[_Job, int]]) -> list[list[tuple[_Job, int]]]:
         """Similar-length groups of the batch; smaller ones while urgent requests keep arriving."""
+        if len(batch) == 1:  # a lone text (a one-client load): no sorting to do
+            return [batch]
         recent = time.monotonic() - self._last_urgent < URGENT_RECENT_S
         rows = length_batches([job.ids[i] for job, i in batch], GROUP_TEXTS, URGENT_GROUP_TOKENS if recent else None)
         return [[batch[r] for r in reversed(row)] for row in rows]  # each group shortest first, as taken
