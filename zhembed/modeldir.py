@@ -19,9 +19,13 @@ import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .atomic import write_text_atomic
 from .errors import ZhembedError
+
+if TYPE_CHECKING:  # numpy is imported where it is used: reading a directory's config needs none
+    import numpy as np
 
 ONNX_DIR = "onnx"
 CONFIG_FILE = "config.json"
@@ -261,7 +265,7 @@ def write_static_model(out: Path, tokenizer, table, normalize: bool = True) -> N
 SAFETENSORS_DTYPES = {"F16": "<f2", "F32": "<f4", "BF16": None}
 
 
-def read_static_table(model_dir: Path):
+def read_static_table(model_dir: Path) -> np.ndarray:
     """The [vocabulary, dim] table of a static model directory as a read-only numpy memory map (fp16 or fp32),
     read with numpy alone."""
     import numpy as np

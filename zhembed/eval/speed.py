@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import ZhembedError
 from ..modeldir import count_parameters, num_layers, size_on_disk
+from ..runtime import Encoder
 from .suite import default_data_dir, load_tasks
 
 
@@ -33,7 +34,7 @@ def bench_sentences(n: int, data: Path | None = None, seed: int = 0) -> list[str
     return sentences[:n]
 
 
-def time_pass(encoder, sentences: list[str], batch_size: int, max_length: int) -> list[float]:
+def time_pass(encoder: Encoder, sentences: list[str], batch_size: int, max_length: int) -> list[float]:
     """Seconds of each `encode` call over consecutive batches."""
     times = []
     for lo in range(0, len(sentences), batch_size):

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import ZhembedError, require
 from ..progress import progress
+from ..runtime import Encoder
 from ..runtime.pooling import truncate
 from ..textio import read_lines
 
@@ -95,13 +96,13 @@ def task_metrics(a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> dict[str, 
     return {**per, "seed": max(per.values())}
 
 
-def evaluate_encoder(encoder, tasks: list[PairTask], batch_size: int = 32, max_length: int = 256,
+def evaluate_encoder(encoder: Encoder, tasks: list[PairTask], batch_size: int = 32, max_length: int = 256,
                      show_progress: bool = True) -> dict:
     """Encode each distinct sentence once, then score every task."""
     return evaluate_dimensions(encoder, tasks, [encoder.dim], batch_size, max_length, show_progress)[encoder.dim]
 
 
-def evaluate_dimensions(encoder, tasks: list[PairTask], dimensions: list[int], batch_size: int = 32,
+def evaluate_dimensions(encoder: Encoder, tasks: list[PairTask], dimensions: list[int], batch_size: int = 32,
                         max_length: int = 256, show_progress: bool = True) -> dict[int, dict]:
     """Scores of every task for each vector size: the leading `d` components, normalized again (a
     Matryoshka prefix, as sentence-transformers' truncate_dim). Each distinct sentence is encoded once."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZhembedError
+from ..runtime import Encoder
 from ..runtime.chunked import encode_resumable, fingerprint
 from ..runtime.pooling import truncate
 from ..textio import Records
@@ -44,7 +45,7 @@ class BuildSpec:
     show_progress: bool = False
 
 
-def build_index(records: Records, out: Path, encoder, spec: BuildSpec = BuildSpec(), source: str = "",
+def build_index(records: Records, out: Path, encoder: Encoder, spec: BuildSpec = BuildSpec(), source: str = "",
                 append: bool = False) -> Index:
     """Encode `records` and write a new index at `out`, or with `append` add them to it as a new segment.
     `encoder` encodes (in a cascade, the fast first stage). Writers of one index run one at a time."""
@@ -78,7 +79,7 @@ def build_index(records: Records, out: Path, encoder, spec: BuildSpec = BuildSpe
         return Index(out, gen, meta, encoder)
 
 
-def new_meta(encoder, spec: BuildSpec) -> IndexMeta:
+def new_meta(encoder: Encoder, spec: BuildSpec) -> IndexMeta:
     return IndexMeta(model=spec.model, backend=encoder.backend.name, dim=encoder.dim, max_length=spec.max_length,
                      model_id=encoder.model_id, dimensions=spec.dimensions or encoder.dim, precision=spec.precision,
                      ann=spec.ann, chunk=spec.chunk, rerank=spec.rerank)

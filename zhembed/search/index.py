@@ -46,7 +46,7 @@ class Index:
         self._encoder, self._reranker = encoder, None
 
     @classmethod
-    def load(cls, path: str | Path, encoder=None) -> Index:
+    def load(cls, path: str | Path, encoder: Encoder | None = None) -> Index:
         """Open the live generation of an index directory; `encoder` must be the model it was built with."""
         path = Path(path)
         for attempt in range(3):  # a writer may switch generations between reading CURRENT and the files
@@ -87,7 +87,7 @@ class Index:
         return self.meta.dimensions
 
     @property
-    def encoder(self):
+    def encoder(self) -> Encoder:
         if self._encoder is None:
             meta = self.meta
             self._encoder = check_encoder(load_encoder(meta.model, meta.backend), meta.dim, meta.model_id, meta.model)
@@ -98,7 +98,7 @@ class Index:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     @property
-    def reranker(self):
+    def reranker(self) -> Encoder:
         """A cascade index's second-stage model (built with --first-stage): the transformer that re-scores."""
         rerank = self.meta.rerank
         if self._reranker is None:

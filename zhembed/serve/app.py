@@ -12,6 +12,7 @@ import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..runtime import Encoder
 from ..runtime.pooling import truncate
 from .admission import Guard, Metrics, Observe, default_allowed_hosts
 from .batching import BatchQueue
@@ -26,6 +28,9 @@ from .infer import Infer
 from .limits import Limits
 from .schemas import (SURROGATE, ApiError, EmbeddingsRequest, SearchRequest, SimilarityRequest, error_body,
                       error_response, hit_body, json_response, parse, request_schema)
+
+if TYPE_CHECKING:  # the [search] extra is needed only with an index
+    from ..search import Index
 
 __all__ = ["Limits", "create_app", "default_allowed_hosts", "serve"]
 
@@ -99,7 +104,7 @@ async def search(request: Request) -> Response:
     return json_response({"results": [[hit_body(h) for h in row] for row in hits], "usage": infer.usage(ids)})
 
 
-async def health(request: Request):
+async def health(request: Request):  # no return annotation: FastAPI would make it a response model
     infer: Infer | None = getattr(request.app.state, "infer", None)
     if infer is None or not infer.queue.alive:
         return JSONResponse({"status": "unhealthy", "reason": "the model worker has stopped"}, 503)
@@ -136,8 +141,8 @@ ERROR_HANDLERS = ((ApiError, api_error), (RequestValidationError, validation_err
                   (StarletteHTTPException, http_error), (Exception, unexpected))
 
 
-def create_app(encoder, limits: Limits | None = None, model_name: str | None = None, max_length: int | None = None,
-               index=None, api_key: str | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
+def create_app(encoder: Encoder, limits: Limits | None = None, model_name: str | None = None, max_length: int | None = None,
+               index: Index | None = None, api_key: str | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
     """The FastAPI app around an Encoder (and optionally a zhembed.Index for /search); its one batching worker
     starts and stops with the app. `allowed_hosts` None or ['*'] accepts any Host header."""
     limits = limits or Limits()
@@ -169,7 +174,7 @@ def create_app(encoder, limits: Limits | None = None, model_name: str | None = N
     return app
 
 
-def serve(encoder, host: str = "127.0.0.1", port: int = 8080, limits: Limits | None = None,
+def serve(encoder: Encoder, host: str = "127.0.0.1", port: int = 8080, limits: Limits | None = None,
           allowed_hosts: list[str] | None = None, **kw) -> None:
     """Run the server until SIGINT/SIGTERM; in-flight requests finish before it exits."""
     import uvicorn

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 
 from ..errors import ZhembedError
+from ..runtime import Encoder
 from ..runtime.chunking import combine
 from .batching import BatchQueue, Expired, QueueFull
 from .limits import Limits
@@ -23,7 +24,7 @@ class Infer:
     """Texts to vectors through one `BatchQueue` (one worker thread hands the model its batches), under the
     server's limits."""
 
-    def __init__(self, encoder, limits: Limits, queue: BatchQueue, max_length: int | None = None):
+    def __init__(self, encoder: Encoder, limits: Limits, queue: BatchQueue, max_length: int | None = None):
         self.encoder, self.limits, self.queue = encoder, limits, queue
         self.max_length = min(max_length or encoder.config.max_seq_length, encoder.max_positions)
 
