@@ -5,7 +5,7 @@
 # runs/build.log there. Idempotent: a build already running is left alone; a missing worktree or venv (a machine
 # that came up wiped) is made again first.
 #
-#   scripts/background_build.sh                    # teacher,distill,negatives,finetune-a,average-a,choose,calibrate,int8,evaluate,verdict
+#   scripts/background_build.sh                    # the stages in STAGES below, teacher to verdict
 #   scripts/background_build.sh teacher,distill    # just these (build_default_model.sh's ONLY)
 #   WORKTREE=/elsewhere scripts/background_build.sh
 #

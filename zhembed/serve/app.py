@@ -141,8 +141,9 @@ ERROR_HANDLERS = ((ApiError, api_error), (RequestValidationError, validation_err
                   (StarletteHTTPException, http_error), (Exception, unexpected))
 
 
-def create_app(encoder: Encoder, limits: Limits | None = None, model_name: str | None = None, max_length: int | None = None,
-               index: Index | None = None, api_key: str | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
+def create_app(encoder: Encoder, limits: Limits | None = None, model_name: str | None = None,
+               max_length: int | None = None, index: Index | None = None, api_key: str | None = None,
+               allowed_hosts: list[str] | None = None) -> FastAPI:
     """The FastAPI app around an Encoder (and optionally a zhembed.Index for /search); its one batching worker
     starts and stops with the app. `allowed_hosts` None or ['*'] accepts any Host header."""
     limits = limits or Limits()
