@@ -217,6 +217,24 @@ def test_the_post_endpoints_answer_other_methods_and_paths_as_before(url):
     assert missing.status_code == 404 and missing.json()["error"]["code"] == 404
 
 
+def test_an_unexpected_failure_is_a_json_500_and_still_reaches_the_server_log(encoder, monkeypatch):
+    """A bug in a handler answers OpenAI's error shape, and the exception still goes up to the server, which logs
+    its traceback (Endpoints had answered it and kept it to itself)."""
+    from fastapi.testclient import TestClient
+
+    from zhembed.serve.infer import Infer
+
+    async def broken(*_, **__):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Infer, "embed", broken)
+    with TestClient(create_app(encoder), raise_server_exceptions=False) as client:
+        r = client.post("/v1/embeddings", json={"input": "你好"})
+    assert r.status_code == 500 and r.json()["error"]["message"] == "internal error (RuntimeError)"
+    with TestClient(create_app(encoder)) as client, pytest.raises(RuntimeError, match="a bug"):
+        client.post("/v1/embeddings", json={"input": "你好"})
+
+
 def test_the_shipped_int8_model_on_two_lanes_gives_each_request_its_encode_vectors():
     """Concurrent requests of mixed sizes, so that the worker hands the model groups side by side."""
     from concurrent.futures import ThreadPoolExecutor

@@ -38,9 +38,10 @@ __all__ = ["Limits", "create_app", "default_allowed_hosts", "serve"]
 class Endpoints:
     """The API's POST endpoints as a plain ASGI layer under admission (Guard), so that their requests skip
     Starlette's router, its exception middleware and FastAPI's per-request wrappers: together about a third
-    of the server's own time around a one-sentence request. Errors go through the app's handlers
-    (ERROR_HANDLERS). FastAPI routes every other request, documents these endpoints (/docs) and answers their
-    other methods (405)."""
+    of the server's own time around a one-sentence request. Refusals go through the app's handlers
+    (REFUSALS); any other exception goes on up to Starlette's ServerErrorMiddleware, which answers a JSON 500
+    (`unexpected`) and lets the server log it. FastAPI routes every other request, documents these endpoints
+    (/docs) and answers their other methods (405)."""
 
     def __init__(self, app, handlers: dict[str, Callable[[Request], Awaitable[Response]]]):
         self.app, self.handlers = app, handlers
@@ -52,8 +53,8 @@ class Endpoints:
         request = Request(scope, receive)
         try:
             response = await handler(request)
-        except Exception as e:
-            response = await next(answer for kind, answer in ERROR_HANDLERS if isinstance(e, kind))(request, e)
+        except REFUSED as e:
+            response = await next(answer for kind, answer in REFUSALS if isinstance(e, kind))(request, e)
         await response(scope, receive, send)
 
 
@@ -137,8 +138,8 @@ async def unexpected(_: Request, e: Exception) -> Response:  # a JSON error rath
     return JSONResponse(error_body(500, f"internal error ({type(e).__name__})"), 500)
 
 
-ERROR_HANDLERS = ((ApiError, api_error), (RequestValidationError, validation_error),
-                  (StarletteHTTPException, http_error), (Exception, unexpected))
+REFUSALS = ((ApiError, api_error), (RequestValidationError, validation_error), (StarletteHTTPException, http_error))
+REFUSED = tuple(kind for kind, _ in REFUSALS)
 
 
 def create_app(encoder: Encoder, limits: Limits | None = None, model_name: str | None = None,
@@ -167,7 +168,7 @@ def create_app(encoder: Encoder, limits: Limits | None = None, model_name: str |
     app.api_route("/health", methods=["HEAD"], include_in_schema=False)(health)
     app.api_route("/health/", methods=["GET", "HEAD"], include_in_schema=False)(health)
     app.get("/metrics")(metrics)
-    for error, handler in ERROR_HANDLERS:
+    for error, handler in (*REFUSALS, (Exception, unexpected)):
         app.add_exception_handler(error, handler)
     app.add_middleware(Endpoints, handlers={path: handler for path, (handler, _) in posts.items()})
     app.add_middleware(Guard, limits=limits, api_key=api_key, allowed_hosts=allowed_hosts)
