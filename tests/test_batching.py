@@ -119,6 +119,30 @@ def test_an_urgent_request_goes_between_the_groups_of_a_taken_batch():
     assert [len(batch) for batch in log] == [32, 1, 32, 32] and log[1] == [7], [len(b) for b in log]
 
 
+def test_while_urgent_requests_arrive_other_texts_run_in_small_passes_and_urgent_ones_in_full_ones():
+    """An urgent request waits for a free lane at most one pass of other texts, so those passes are cut short
+    while urgent requests keep arriving (256 padded tokens took 35 ms on one AVX2 core); a batch of urgent
+    jobs itself runs in full groups (it was cut too)."""
+    from zhembed.serve.batching import URGENT_GROUP_TOKENS
+
+    async def scenario():
+        log: list = []
+        queue = BatchQueue(fake_model(log, 0.002), max_batch_tokens=100_000)
+        await queue.submit([[1] * 8], urgent=True)
+        await queue.submit([[100 + i] * 8 for i in range(32)])  # 256 padded tokens, taken while urgent ones arrive
+        blocker = asyncio.ensure_future(queue.submit([[2] * 8]))
+        await asyncio.sleep(0.001)  # the blocker is running: the next sixteen wait, then go in one batch
+        urgent = [queue.submit([[300 + i] * 40], urgent=True) for i in range(16)]
+        await asyncio.gather(blocker, *urgent)
+        queue.close()
+        return log
+
+    log = asyncio.run(scenario())
+    bulk = [batch for batch in log if batch[0] >= 100 and batch[0] < 300]
+    assert sum(map(len, bulk)) == 32 and max(map(len, bulk)) <= URGENT_GROUP_TOKENS // 8, log
+    assert [len(batch) for batch in log if batch[0] >= 300] == [16], log
+
+
 def test_texts_of_very_different_lengths_run_in_separate_passes():
     async def scenario():
         log: list = []
