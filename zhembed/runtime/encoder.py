@@ -41,7 +41,8 @@ SIMILAR_LENGTH = 0.75  # a batch ends before a text shorter than this share of i
 SLACK = 4
 
 
-def length_batches(ids: list[list[int]], batch_size: int, max_batch_tokens: int | None = None) -> Iterator[np.ndarray]:
+def length_batches(ids: list[list[int]], batch_size: int,
+                   max_batch_tokens: int | None = None) -> Iterator[np.ndarray]:
     """Index arrays of batches over texts sorted longest first, capped by count and padded token budget. A batch
     also ends where the next text is much shorter than its longest (under SIMILAR_LENGTH of it): padding short
     texts to a long one costs more than a smaller batch does (32 random sentences in one padded pass ran at a
