@@ -38,10 +38,10 @@ __all__ = ["Limits", "create_app", "default_allowed_hosts", "serve"]
 class Endpoints:
     """The API's POST endpoints as a plain ASGI layer under admission (Guard), so that their requests skip
     Starlette's router, its exception middleware and FastAPI's per-request wrappers (from admission to the
-    handler, 126 -> 45 us of a one-sentence request on an AVX2 host: docs/RESULTS.md). Refusals go through the app's handlers
-    (REFUSALS); any other exception goes on up to Starlette's ServerErrorMiddleware, which answers a JSON 500
-    (`unexpected`) and lets the server log it. FastAPI routes every other request, documents these endpoints
-    (/docs) and answers their other methods (405)."""
+    handler, 126 -> 45 us of a one-sentence request on an AVX2 host: docs/RESULTS.md). Refusals go through
+    the app's handlers (REFUSALS); any other exception goes on up to Starlette's ServerErrorMiddleware, which
+    answers a JSON 500 (`unexpected`) and lets the server log it. FastAPI routes every other request, documents
+    these endpoints (/docs) and answers their other methods (405)."""
 
     def __init__(self, app, handlers: dict[str, Callable[[Request], Awaitable[Response]]]):
         self.app, self.handlers = app, handlers
