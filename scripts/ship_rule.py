@@ -57,7 +57,7 @@ def verdict(new: dict, old: dict, int8_average: float) -> dict:
             f"no split {SPLIT_DROP} below": min(drops.values()) >= -SPLIT_DROP,
             f"int8 within {INT8_GAP}": new["seed average"] - int8_average <= INT8_GAP}
     value = {**new["splits"], **new}
-    targets = {name: value[name] >= goal for name, goal in TARGETS.items()}
+    targets = {name: None if name not in value else value[name] >= goal for name, goal in TARGETS.items()}
     return {"ship": all(rule.values()), "rule": rule, "targets met": targets, "split changes": drops}
 
 
@@ -72,7 +72,8 @@ def table(model: str, shipped: str, new: dict, old: dict, result: dict, int8_ave
     lines = [f"| | {model} | {shipped} (shipped) |", "|---|---|---|"]
     lines += [f"| {name} | {a:.2f} | {'-' if b is None else f'{b:.2f}'} |" for name, a, b in rows]
     checks = [f"- {name}: {'yes' if ok else 'NO'}" for name, ok in result["rule"].items()]
-    goals = [f"- {name} >= {TARGETS[name]}: {'met' if ok else 'not met'}" for name, ok in result["targets met"].items()]
+    said = {True: "met", False: "not met", None: "not scored"}
+    goals = [f"- {name} >= {TARGETS[name]}: {said[ok]}" for name, ok in result["targets met"].items()]
     head = f"**Verdict: {'ship' if result['ship'] else 'do not ship'}** {model}"
     return "\n".join([head, "", *lines, "", "The ship rule:", *checks, "", "The accuracy targets:", *goals,
                       "", "Command: `python " + " ".join(sys.argv) + "`", ""])
