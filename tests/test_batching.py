@@ -186,6 +186,20 @@ def test_with_two_lanes_a_free_lane_starts_the_next_group_without_waiting_for_th
     assert log[-1][0] == 4 and log[-1][2] - started < 1
 
 
+def test_with_two_lanes_a_take_that_finds_nothing_leaves_the_worker_alive():
+    """When a lane frees with no group left, the worker takes what is waiting without blocking, which may be
+    nothing; grouping that empty batch raised IndexError and killed the worker, so the request hung."""
+    async def scenario():
+        queue = BatchQueue(fake_model([], 0.01), lanes=2)
+        vectors = await asyncio.wait_for(queue.submit([[1000 + i] * 4 for i in range(64)]), 10)  # two groups
+        alive = queue.alive
+        queue.close()
+        return vectors, alive
+
+    vectors, alive = asyncio.run(scenario())
+    assert vectors[:, 0].tolist() == [1000.0 + i for i in range(64)] and alive
+
+
 def test_with_two_lanes_a_lone_group_runs_on_every_core_and_a_failure_fails_only_its_input():
     calls: list = []
 

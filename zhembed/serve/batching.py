@@ -234,8 +234,8 @@ class BatchQueue:
         """Similar-length groups of the batch; while urgent requests keep arriving, a batch of other requests runs
         in small groups, so that the next urgent one soon finds a lane free (a batch of urgent jobs holds only
         urgent ones, and runs in full groups)."""
-        if len(batch) == 1:  # a lone text (a one-client load): no sorting to do
-            return [batch]
+        if len(batch) < 2:  # nothing (a take while lanes run), or a lone text (a one-client load)
+            return [batch] if batch else []
         cut = not batch[0][0].urgent and time.monotonic() - self._last_urgent < URGENT_RECENT_S
         rows = length_batches([job.ids[i] for job, i in batch], GROUP_TEXTS, URGENT_GROUP_TOKENS if cut else None)
         return [[batch[r] for r in reversed(row)] for row in rows]  # each group shortest first, as taken
