@@ -34,17 +34,12 @@ def pick(report: dict, model: str, what: str) -> dict | float:
     return report[model]
 
 
-def seed_rows(report: dict) -> dict[str, dict]:
-    """`zhembed eval --dimensions` labels each row 'MODEL @D'; a report without sizes labels it 'MODEL'."""
-    return {r["model"] if "@" in r["model"] else f"{r['model']} @384": r for r in report["models"]}
-
-
-def measures(model: str, args: argparse.Namespace) -> dict:
-    rows = seed_rows(load(args.seed))
-    full = pick(rows, f"{model} @384", "seed")
-    share = {d: 100 * pick(rows, f"{model} @{d}", "seed")["avg"]["cosine"] / full["avg"]["cosine"] for d in (64, 32)}
-    return {"validation": pick(load(args.validation), model, "validation")["mean"],
-            "seed average": full["avg"]["seed"], "agreement": pick(load(args.agreement), model, "agreement"),
+def measures(model: str, validation: dict, seed: dict, agreement: dict) -> dict:
+    """One model's numbers; `seed` is keyed by `zhembed eval --dimensions`'s row labels, 'MODEL @D'."""
+    full = pick(seed, f"{model} @384", "seed")
+    share = {d: 100 * pick(seed, f"{model} @{d}", "seed")["avg"]["cosine"] / full["avg"]["cosine"] for d in (64, 32)}
+    return {"validation": pick(validation, model, "validation")["mean"],
+            "seed average": full["avg"]["seed"], "agreement": pick(agreement, model, "agreement"),
             "splits": {task: s["seed"] for task, s in full["tasks"].items()},
             "64-d share %": share[64], "32-d share %": share[32]}
 
@@ -90,7 +85,8 @@ def main() -> None:
         parser.add_argument(f"--{name}", type=Path, required=True, help=what)
     parser.add_argument("--out", type=Path, required=True, help="OUT.json and OUT.md are written")
     args = parser.parse_args()
-    new, old = measures(args.candidate, args), measures(args.shipped, args)
+    reports = load(args.validation), {r["model"]: r for r in load(args.seed)["models"]}, load(args.agreement)
+    new, old = measures(args.candidate, *reports), measures(args.shipped, *reports)
     if missing := sorted(set(old["splits"]) ^ set(new["splits"])):
         sys.exit(f"the seed report scores {', '.join(missing)} for only one of the two models; evaluate both at once")
     int8_average = load(args.int8)["models"][0]["avg"]["seed"]
