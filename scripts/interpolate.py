@@ -4,9 +4,10 @@ the model it started from; validation then picks alpha.
 
     python scripts/interpolate.py zhembed/models/zhembed-small-zh runs/build/ft-c --alpha 0.5 --out runs/build/ft-c-avg50
 
-Both directories must hold the same architecture and vocabulary (B fine-tuned from A, say). The output is A's
-directory (tokenizer, configs, pooling, Matryoshka sizes) with the averaged weights, no ONNX export, and a
-zhembed_run.json that names the two models and alpha.
+Both directories must hold the same architecture. Their vocabularies may differ when both were pruned from one
+parent (two students of the same teacher): B's word-embedding rows are then matched to A's by piece, and A's
+pieces that B lacks keep A's rows. The output is A's directory (tokenizer, configs, pooling, Matryoshka sizes)
+with the averaged weights, no ONNX export, and a zhembed_run.json that names the two models and alpha.
 """
 
 from __future__ import annotations
@@ -15,14 +16,38 @@ import argparse
 import shutil
 from pathlib import Path
 
+import numpy as np
 from safetensors.numpy import load_file
 
-from zhembed.modeldir import WEIGHTS_FILE, copy_model_files, resolve_model_dir, save_weights, write_json
+from zhembed.modeldir import (WEIGHTS_FILE, copy_model_files, read_tokenizer_json, resolve_model_dir, save_weights,
+                              write_json)
 from zhembed.train.common import RUN_MARKER
+
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+
+
+def pieces(model_dir: Path) -> list[str]:
+    vocab = read_tokenizer_json(model_dir).get("model", {}).get("vocab")
+    if not isinstance(vocab, list):
+        raise SystemExit(f"{model_dir} has no Unigram tokenizer.json, so its vocabulary cannot be matched by piece")
+    return [piece for piece, _ in vocab]
+
+
+def aligned_rows(a: Path, b: Path, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """B's word-embedding rows in A's vocabulary order; A's own row where B lacks the piece."""
+    index = {piece: row for row, piece in enumerate(pieces(b))}
+    missing = set(index) - set(pieces(a))
+    if missing:
+        raise SystemExit(f"{b} has {len(missing)} pieces that {a} lacks (e.g. {sorted(missing)[:3]}); "
+                         "give the model with the larger vocabulary as A")
+    return np.stack([second[index[p]] if p in index else first[row] for row, p in enumerate(pieces(a))])
 
 
 def interpolate(a: Path, b: Path, alpha: float, out: Path) -> None:
     first, second = load_file(str(a / WEIGHTS_FILE)), load_file(str(b / WEIGHTS_FILE))
+    if WORD_EMBEDDINGS in first and WORD_EMBEDDINGS in second \
+            and first[WORD_EMBEDDINGS].shape != second[WORD_EMBEDDINGS].shape:
+        second[WORD_EMBEDDINGS] = aligned_rows(a, b, first[WORD_EMBEDDINGS], second[WORD_EMBEDDINGS])
     if first.keys() != second.keys() or any(first[k].shape != second[k].shape for k in first):
         raise SystemExit(f"{a} and {b} do not hold the same tensors; interpolate two fine-tunes of one model")
     tmp = out.with_name(out.name + ".tmp")

@@ -31,6 +31,30 @@ def test_an_average_has_the_mean_weights_and_its_own_run_record(tmp_path):
     assert "validation" not in run and run["interpolated"]["alpha"] == 0.5  # not A's score passed off as its own
 
 
+def _unigram_dir(path: Path, pieces: list[str], rows: np.ndarray) -> Path:
+    """A model directory as far as interpolate.py reads one: config, Unigram vocabulary, two tensors."""
+    from safetensors.numpy import save_file
+
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    vocab = [[piece, 0.0] for piece in pieces]
+    (path / "tokenizer.json").write_text(json.dumps({"model": {"type": "Unigram", "vocab": vocab}}))
+    save_file({"embeddings.word_embeddings.weight": rows, "encoder.bias": np.full(2, rows.mean(), "float32")},
+              str(path / "model.safetensors"))
+    return path
+
+
+def test_two_students_pruned_from_one_vocabulary_average_by_piece(tmp_path):
+    large = _unigram_dir(tmp_path / "large", ["<s>", "的", "我", "你"], np.arange(8, dtype="float32").reshape(4, 2))
+    small = _unigram_dir(tmp_path / "small", ["<s>", "你", "的"], np.array([[10, 10], [16, 16], [12, 12]], "float32"))
+    _run(str(SCRIPTS / "interpolate.py"), str(large), str(small), "--alpha", "0.5", "--out", str(tmp_path / "avg"))
+    rows = load_file(str(tmp_path / "avg" / "model.safetensors"))["embeddings.word_embeddings.weight"]
+    assert rows.tolist() == [[5, 5.5], [7, 7.5], [4, 5], [11, 11.5]]  # 我 is only in A: its own row
+    backwards = subprocess.run([sys.executable, str(SCRIPTS / "interpolate.py"), str(small), str(large), "--out",
+                                str(tmp_path / "x")], capture_output=True, text=True)
+    assert backwards.returncode != 0 and "give the model with the larger vocabulary as A" in backwards.stderr
+
+
 def test_the_validation_report_chooses_and_a_candidate_missing_from_it_stops_the_choice(tmp_path, tiny_bert):
     from conftest import make_tiny_bert
 
