@@ -26,6 +26,7 @@ from .errors import ZhembedError
 
 if TYPE_CHECKING:  # numpy is imported where it is used: reading a directory's config needs none
     import numpy as np
+    from tokenizers import Tokenizer
 
 ONNX_DIR = "onnx"
 CONFIG_FILE = "config.json"
@@ -188,7 +189,7 @@ def read_tokenizer_json(model_dir: Path) -> dict:
     return read_json(path) if path.exists() else {}
 
 
-def write_tokenizer(model_dir: Path, tokenizer) -> None:
+def write_tokenizer(model_dir: Path, tokenizer: Tokenizer | dict) -> None:
     """Save a `tokenizers.Tokenizer` (or its JSON as a dict) as the directory's tokenizer.json, atomically."""
     text = json.dumps(tokenizer, ensure_ascii=False) if isinstance(tokenizer, dict) else tokenizer.to_str(pretty=True)
     write_text_atomic(Path(model_dir) / TOKENIZER_FILE, text)
@@ -245,7 +246,7 @@ def is_static_dir(model_dir: Path) -> bool:
         and modules[0].get("type", "").rsplit(".", 1)[-1] == "StaticEmbedding"
 
 
-def write_static_model(out: Path, tokenizer, table, normalize: bool = True) -> None:
+def write_static_model(out: Path, tokenizer: Tokenizer, table: np.ndarray, normalize: bool = True) -> None:
     """A static model directory: the table as fp16 safetensors, the tokenizer, and the module files that
     sentence-transformers reads (StaticEmbedding at the root, then Normalize)."""
     import numpy as np

@@ -4,11 +4,14 @@ half minute at most, so logs are not flooded with redraws."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable
+from typing import Any
 
 LOG_INTERVAL_S = 30.0
+Log = Callable[[str], None]  # where long work reports its lines (print, a file's writer, a test's list.append)
 
 
-def progress(iterable=None, enabled: bool = True, **kw):
+def progress(iterable: Iterable | None = None, enabled: bool = True, **kw: Any) -> Any:
     """A tqdm bar on stderr (`enabled` False: none)."""
     from tqdm.auto import tqdm
 

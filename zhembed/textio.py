@@ -10,11 +10,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .atomic import write_atomic, write_text_atomic
 from .errors import ZhembedError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FORMATS = {".txt": "text", ".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".parquet": "parquet"}
 
@@ -199,7 +203,7 @@ def _read_parquet(reader: _Reader, text_field: str, id_field: str | None) -> Non
         reader.add(row, text, id_)
 
 
-def read_table(path: Path, text_field: str = "text"):
+def read_table(path: Path, text_field: str = "text") -> pa.Table:
     """A pyarrow Table of one user file with all its fields: Parquet; JSONL; TSV with a header row naming the
     columns (every cell a string); plain text as one `text_field` column, a line per row. For commands that
     write the input's other fields back out beside the vectors (embed-dataset); read_records gives texts and ids."""

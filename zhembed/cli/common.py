@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import MISSING, fields
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional, TypeVar
 
 import typer
 
+if TYPE_CHECKING:
+    from ..runtime import Encoder
+    from ..textio import Records
+
+Config = TypeVar("Config")
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Small, fast Chinese sentence embeddings.")
@@ -22,14 +27,15 @@ TextFieldOpt = Annotated[Optional[str], typer.Option(help="JSONL/Parquet field o
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip bad lines (counted) instead of stopping at the first.")]
 
 
-def load_encoder(model: str | None, backend: str = "auto"):
+def load_encoder(model: str | None, backend: str = "auto") -> Encoder:
     """The encoder of a model directory (None: the default model)."""
     from ..runtime import Encoder
 
     return Encoder.load(model, backend=backend)
 
 
-def read_user_records(path: Path, text_field: str | None, id_field: str | None = None, skip_bad: bool = False):
+def read_user_records(path: Path, text_field: str | None, id_field: str | None = None,
+                      skip_bad: bool = False) -> Records:
     """The texts of a user's file; skipped lines are reported on stderr."""
     from ..textio import read_records
 
@@ -41,12 +47,12 @@ def read_user_records(path: Path, text_field: str | None, id_field: str | None =
     return records
 
 
-def defaults(config_class) -> SimpleNamespace:
+def defaults(config_class: type) -> SimpleNamespace:
     """The defaults of a config dataclass's fields, for a command's options: each is written once, there."""
     return SimpleNamespace(**{f.name: f.default for f in fields(config_class) if f.default is not MISSING})
 
 
-def config_from(config_class, given: dict, **overrides):
+def config_from(config_class: type[Config], given: dict, **overrides: object) -> Config:
     """The config from a command's parameters of the same names (a Path as a string; None as "" where the field's
     default is "", else None), then `overrides` for the fields the command reads differently (comma lists,
     resolved model paths)."""

@@ -20,7 +20,7 @@ def encode(texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to e
            model: ModelOpt = None, backend: BackendOpt = "auto", batch_size: BatchOpt = 32, max_length: MaxLenOpt = 256,
            long: Annotated[str, typer.Option(help="Texts over --max-length tokens: truncate, or chunk (overlapping "
                                                   "windows, averaged).")] = "truncate",
-           dimensions: Annotated[Optional[int], typer.Option(help="Vector size: one of the model's Matryoshka sizes.")] = None):
+           dimensions: Annotated[Optional[int], typer.Option(help="Vector size: one of the model's Matryoshka sizes.")] = None) -> None:
     """Encode texts given as arguments or in a file."""
     from ..textio import VECTOR_SUFFIXES, check_output, write_vectors
 
@@ -49,14 +49,14 @@ def similarity(source: Annotated[str, typer.Argument(help="The sentence to compa
                targets: Annotated[list[str], typer.Argument(help="One or more sentences.")],
                model: ModelOpt = None, backend: BackendOpt = "auto",
                calibrated: Annotated[bool, typer.Option("--calibrated", help="The probability that the texts match "
-                                                        "(the model's calibration.json) instead of cosine.")] = False):
+                                                        "(the model's calibration.json) instead of cosine.")] = False) -> None:
     """Cosine similarity of SOURCE with each TARGET, one line each."""
     for target, score in zip(targets, load_encoder(model, backend).similarity(source, targets, calibrated=calibrated)):
         typer.echo(f"{score:.4f}\t{target}")
 
 
 @app.command()
-def info(model: Annotated[Optional[str], typer.Argument(help="Model directory or shipped name (default: the shipped model).")] = None):
+def info(model: Annotated[Optional[str], typer.Argument(help="Model directory or shipped name (default: the shipped model).")] = None) -> None:
     """Describe a model directory: its kind (transformer or static), layers, sizes, parameters, prompt."""
     from ..modeldir import model_info
     from ..runtime import model_dir

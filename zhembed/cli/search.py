@@ -81,7 +81,7 @@ def index_build(input: Annotated[Path, typer.Option("--input", "-i", help="Text 
                                     "passage with its character offsets.")] = False,
                 first_stage: Annotated[Optional[str], typer.Option(
                     help="A fast model (e.g. zhembed-static-zh) that builds the index; search then re-scores its "
-                         "top --rerank hits with --model.")] = None):
+                         "top --rerank hits with --model.")] = None) -> None:
     """Embed a corpus into a new index; rerun the same command to resume a killed build."""
     from ..search.build import BuildSpec
 
@@ -94,7 +94,7 @@ def index_build(input: Annotated[Path, typer.Option("--input", "-i", help="Text 
 def index_add(index: Annotated[Path, typer.Argument(help="An index directory.")],
               input: Annotated[Path, typer.Option("--input", "-i", help="Text (one per line), JSONL, TSV or Parquet.")],
               text_field: TextFieldOpt = None, id_field: IdFieldOpt = None, skip_bad: SkipBadOpt = False,
-              batch_size: BatchOpt = 64):
+              batch_size: BatchOpt = 64) -> None:
     """Append a file's texts to an index as a new segment, with the model and settings it was built with."""
     from ..search.build import BuildSpec
 
@@ -108,7 +108,7 @@ def search(index: Annotated[Path, typer.Argument(help="An index directory.")],
            k: Annotated[int, typer.Option("-k", help="Hits per query.")] = 10,
            rerank: Annotated[int, typer.Option(help="In an index built with --first-stage: candidates the "
                                                     "second-stage model re-scores (0: none).")] = 100,
-           as_json: Annotated[bool, typer.Option("--json", help="One JSON line per query.")] = False):
+           as_json: Annotated[bool, typer.Option("--json", help="One JSON line per query.")] = False) -> None:
     """The nearest texts of an index for each query."""
     from dataclasses import asdict
 
@@ -135,7 +135,7 @@ def cluster(input: Annotated[Path, typer.Option("--input", "-i", help="Text (one
             summary: Annotated[Optional[Path], typer.Option(help="Cluster summary JSON (default: OUT + .summary.json).")] = None,
             top: Annotated[int, typer.Option(help="Central sentences per cluster in the summary.")] = 3,
             model: ModelOpt = None, backend: BackendOpt = "auto", text_field: TextFieldOpt = None,
-            skip_bad: SkipBadOpt = False, batch_size: BatchOpt = 64, max_length: MaxLenOpt = 128, seed: int = 42):
+            skip_bad: SkipBadOpt = False, batch_size: BatchOpt = 64, max_length: MaxLenOpt = 128, seed: int = 42) -> None:
     """Cluster a corpus by meaning: k-means (-k N) or threshold communities (--threshold T)."""
     import numpy as np
 

@@ -44,7 +44,7 @@ def serve(model: ModelOpt = None,
           fast_lane_chars: Annotated[int, typer.Option(help="Requests up to this many characters are batched before bigger ones.")] = D.fast_lane_chars,
           threads: Annotated[Optional[int], typer.Option(help="Model threads (default: all cores).")] = None,
           onnx_spinning: Annotated[str, typer.Option(help="ONNX threads busy-wait: always, within-runs (between the ops of a pass, never between passes) or never.")] = "within-runs",
-          index: Annotated[Optional[Path], typer.Option(help="A zhembed index to serve at POST /search.")] = None):
+          index: Annotated[Optional[Path], typer.Option(help="A zhembed index to serve at POST /search.")] = None) -> None:
     """Serve an OpenAI-compatible /v1/embeddings API with dynamic batching (and /search over an index)."""
     require("serve", "zhembed serve")
     if api_key is None and "ZHEMBED_API_KEY" in os.environ:  # click treats an empty variable as unset

@@ -37,7 +37,7 @@ def distill(teacher: Annotated[Optional[str], typer.Option(help="Teacher directo
             work_dir: Annotated[Path, typer.Option(help="Checkpoints and caches (git-ignored).")] = Path(D.work_dir),
             eval_data: Annotated[Optional[Path], typer.Option(help="Folder with csts_dev/lcqmc_dev for dev checks.")] = None,
             checkpoint_every: int = D.checkpoint_every, eval_every: int = D.eval_every, threads: ThreadsOpt = D.threads, precision: PrecisionOpt = D.precision,
-            resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
+            resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False) -> None:
     """Distil a small student from a teacher (MSE on sentence embeddings), with checkpoints and resume."""
     require("train", "zhembed distill")
     from ..make.import_e5 import teacher_dir
@@ -71,7 +71,7 @@ def finetune(model: Annotated[str, typer.Option(help="The model to fine-tune (e.
              group_size: Annotated[int, typer.Option(help="Texts per forward pass, length-sorted (0: a step's texts at once).")] = F.group_size,
              size_exponent: Annotated[float, typer.Option(help="Draw a step's file with probability ∝ rows**this (1: by size; 0.5: small files more often; 0: evenly).")] = F.size_exponent,
              data_offset: Annotated[int, typer.Option(help="Start the batch stream at this step, so a run from an earlier run's weights sees the batches after it.")] = F.data_offset,
-             resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
+             resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False) -> None:
     """Fine-tune on labelled pairs: CoSENT for scores and labels, in-batch ranking for NLI triples."""
     require("train", "zhembed finetune")
     from ..train.finetune import finetune as run
@@ -89,7 +89,7 @@ def mine_negatives(model: Annotated[str, typer.Option(help="The student that ran
                    cache_dir: Annotated[Optional[Path], typer.Option(help="Teacher-embedding cache (a distill run's work-dir/cache is reused).")] = None,
                    val_fraction: Annotated[float, typer.Option(help="As finetune's --val-fraction: that share of each file is not mined.")] = M.val_fraction,
                    seed: Annotated[int, typer.Option(help="As finetune's --seed.")] = M.seed,
-                   rank_min: int = M.rank_min, rank_max: int = M.rank_max, max_length: MaxLenOpt = M.max_length, threads: ThreadsOpt = M.threads):
+                   rank_min: int = M.rank_min, rank_max: int = M.rank_max, max_length: MaxLenOpt = M.max_length, threads: ThreadsOpt = M.threads) -> None:
     """Mine hard negatives for the ranking loss: corpus sentences the student ranks 10-100 for each anchor,
     unless the teacher scores them as close to the positive as the anchor is."""
     require("train", "zhembed mine-negatives")
@@ -105,7 +105,7 @@ def mine_negatives(model: Annotated[str, typer.Option(help="The student that ran
 def calibrate(model: Annotated[str, typer.Option(help="The model directory to calibrate (calibration.json is written into it).")],
               train: Annotated[str, typer.Option(help="Comma-separated fine-tuning TSVs: their held-out 0/1 pairs are fitted.")],
               val_fraction: Annotated[float, typer.Option(help="As finetune's --val-fraction.")] = C.val_fraction,
-              seed: Annotated[int, typer.Option(help="As finetune's --seed.")] = C.seed, max_length: MaxLenOpt = C.max_length):
+              seed: Annotated[int, typer.Option(help="As finetune's --seed.")] = C.seed, max_length: MaxLenOpt = C.max_length) -> None:
     """Fit a monotone map from cosine to match probability on the validation pairs (isotonic regression)."""
     require("train", "zhembed calibrate")
     from ..train.calibrate import calibrate as run
@@ -132,7 +132,7 @@ def distill_static(out: Annotated[Path, typer.Option(help="Where to write the st
                    work_dir: Annotated[Path, typer.Option(help="Checkpoints and the vector cache (git-ignored).")] = Path(S.work_dir),
                    cache_dir: Annotated[Optional[Path], typer.Option(help="Transformer-vector cache (default WORK_DIR/cache).")] = None,
                    threads: ThreadsOpt = S.threads,
-                   resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False):
+                   resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --work-dir.")] = False) -> None:
     """Distil a static model (mean of token vectors, numpy-only runtime) from a transformer, then train it:
     regression onto the transformer's vectors, then contrastive on labelled pairs."""
     require("train", "zhembed distill-static")

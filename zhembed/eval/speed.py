@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import ZhembedError
 from ..modeldir import count_parameters, num_layers, size_on_disk
+from ..progress import Log
 from ..runtime import Encoder
 from .suite import default_data_dir, load_tasks
 
@@ -74,8 +75,8 @@ def cpu_name() -> str:
     return f"{name} ({', '.join(cpu_flags()) or 'no AVX2'})"
 
 
-def run_bench(encoders: list, sentences: list[str], batch_size: int = 16, max_length: int = 256,
-              repeats: int = 3, log=print) -> dict:
+def run_bench(encoders: list[Encoder], sentences: list[str], batch_size: int = 16, max_length: int = 256,
+              repeats: int = 3, log: Log = print) -> dict:
     """Warm up, then `repeats` interleaved timed passes per model; the median pass of each."""
     for enc in encoders:
         enc.encode(sentences[:4 * batch_size], batch_size=batch_size, max_length=max_length)

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from ..errors import ZhembedError
 from ..modeldir import (SentenceConfig, is_sentence_transformers_dir, save_weights, write_sentence_config,
                         write_tokenizer, write_tokenizer_config)
 from ..runtime.locations import zhembed_home
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 MAGIC = b"E5S1"
 VERSION = 1
@@ -192,7 +196,7 @@ def precompiled_charsmap(norm_map: dict[int, tuple[int, ...]]) -> bytes:
     return proto.normalizer_spec.precompiled_charsmap
 
 
-def build_tokenizer(e5: E5File):
+def build_tokenizer(e5: E5File) -> Tokenizer:
     """The XLM-R Unigram tokenizer: charsmap normalizer, space collapsing, Metaspace, `<s> A </s>`."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
@@ -231,7 +235,7 @@ def _bert_state_dict(e5: E5File) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
 
 
-def write_tokenizer_files(tok, out: Path, special: dict[str, str], model_max_length: int) -> None:
+def write_tokenizer_files(tok: Tokenizer, out: Path, special: dict[str, str], model_max_length: int) -> None:
     """tokenizer.json plus a tokenizer_config.json that transformers' AutoTokenizer understands."""
     write_tokenizer(out, tok)
     write_tokenizer_config(out, {

@@ -12,6 +12,7 @@ import json
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from ..errors import ZhembedError
 from ..modeldir import (WEIGHTS_FILE, copy_model_files, read_model_config, read_sentence_config, read_tokenizer_json,
                         save_weights, update_config, write_tokenizer)
 from ..textio import read_lines
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 METASPACE = "\u2581"
 CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FFFF))
@@ -46,7 +50,7 @@ def _always_kept(piece: str) -> bool:
             or unicodedata.category(char).startswith("P") or 0xFF01 <= cp <= 0xFF5E or 0x3000 <= cp <= 0x303F)
 
 
-def used_piece_ids(tokenizer, texts: list[str], batch: int = 10_000) -> set[int]:
+def used_piece_ids(tokenizer: Tokenizer, texts: list[str], batch: int = 10_000) -> set[int]:
     """Ids of every piece that the tokenization of `texts` uses."""
     used: set[int] = set()
     for lo in range(0, len(texts), batch):

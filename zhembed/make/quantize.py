@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import ZhembedError
+
+if TYPE_CHECKING:
+    import onnx
 
 OUTLIER_RATIO = 6.0
 CALIBRATION_BATCH = 16
@@ -49,7 +53,7 @@ def activation_ranges(fp32: Path, tensors: list[str], batches: list[tuple[np.nda
     return {t: (lo[t], hi[t]) for t in tensors}
 
 
-def split_outliers(model, ranges: dict) -> tuple[dict[str, np.ndarray], list[str]]:
+def split_outliers(model: onnx.ModelProto, ranges: dict) -> tuple[dict[str, np.ndarray], list[str]]:
     """Move outlier input channels of each weight MatMul to an fp32 side path (in place); returns the kept
     channels per input tensor and the names of the side MatMuls (to leave unquantized)."""
     from onnx import helper, numpy_helper
@@ -86,7 +90,7 @@ def split_outliers(model, ranges: dict) -> tuple[dict[str, np.ndarray], list[str
     return keep, side
 
 
-def freeze_activation_scales(model, ranges: dict, keep: dict[str, np.ndarray]) -> None:
+def freeze_activation_scales(model: onnx.ModelProto, ranges: dict, keep: dict[str, np.ndarray]) -> None:
     """Each DynamicQuantizeLinear becomes QuantizeLinear with the uint8 scale and zero point of its input's
     calibrated range over the kept channels (in place)."""
     from onnx import helper, numpy_helper

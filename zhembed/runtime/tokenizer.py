@@ -17,6 +17,7 @@ import base64
 import json
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,10 +25,13 @@ from ..errors import ZhembedError, require
 from ..modeldir import read_pad_tokens, tokenizer_files
 from .backends import default_threads
 
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
 FAST_BATCH_THREADED = 256  # texts from which sentencepiece encodes on every core (below it, threads cost more)
 
 
-def load_tokenizer(model_dir: Path):
+def load_tokenizer(model_dir: Path) -> Tokenizer:
     """tokenizer.json through `tokenizers`; a WordPiece vocab.txt directory through transformers."""
     from tokenizers import Tokenizer
 
@@ -45,7 +49,7 @@ def load_tokenizer(model_dir: Path):
     raise ZhembedError(f"{model_dir} has no tokenizer (neither tokenizer.json nor vocab.txt)")
 
 
-def pad_token_id(model_dir: Path, tokenizer) -> int:
+def pad_token_id(model_dir: Path, tokenizer: Tokenizer) -> int:
     """The padding id named by tokenizer_config.json or config.json; 0 if neither names one."""
     for value in read_pad_tokens(model_dir):
         if isinstance(value, str) and tokenizer.token_to_id(value) is not None:
@@ -65,7 +69,7 @@ class UnigramIds:
         self.ends_in_space: dict[str, bool] = {"": False}  # a text's last character: normalized to a space?
 
     @classmethod
-    def of(cls, tokenizer, tokenizer_json: str) -> UnigramIds | None:
+    def of(cls, tokenizer: Tokenizer, tokenizer_json: str) -> UnigramIds | None:
         """The sentencepiece twin of a `tokenizers.Tokenizer` (and its serialized tokenizer.json), or None where
         it is not one it reproduces (or sentencepiece is not installed)."""
         spec = json.loads(tokenizer_json)

@@ -16,13 +16,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..atomic import write_atomic, write_text_atomic
 from ..errors import ZhembedError, require
-from ..progress import progress
+from ..progress import Log, progress
 from ..runtime import Encoder, model_dir
 from ..runtime.chunked import file_digest
 from ..textio import read_table as read_user_table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 INPUT_SUFFIXES = (".parquet", ".jsonl", ".json", ".tsv", ".txt")
 MANIFEST = "_zhembed.json"
@@ -58,14 +62,14 @@ def input_files(path: Path) -> list[Path]:
     return [path]
 
 
-def read_table(path: Path, text_field: str):
+def read_table(path: Path, text_field: str) -> pa.Table:
     """A pyarrow Table of one input file (textio reads every user format), checked for `text_field`."""
     table = read_user_table(path, text_field)
     _check_texts(path, table, text_field)
     return table
 
 
-def _check_texts(path: Path, table, text_field: str) -> None:
+def _check_texts(path: Path, table: pa.Table, text_field: str) -> None:
     if text_field not in table.column_names:
         raise ZhembedError(f"{path}: no field {text_field!r} (fields: {', '.join(table.column_names)})")
     if "embedding" in table.column_names:
@@ -105,7 +109,7 @@ class ShardEmbedder:
             start += rows
         return pa.table({"shard": done, "rows": [names.count(n) for n in done]})
 
-    def write(self, name: str, table) -> None:
+    def write(self, name: str, table: pa.Table) -> None:
         import numpy as np
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -135,7 +139,7 @@ def _check_manifest(out: Path, cfg: EmbedConfig, files: list[Path]) -> None:
 
 
 def embed_dataset(input: Path, out: Path, cfg: EmbedConfig, engine: str = "local", ray_address: str | None = None,
-                  actors: int = 2, log=print) -> dict:
+                  actors: int = 2, log: Log = print) -> dict:
     """Embed every pending shard of `input` into `out`; returns rows, shards written and skipped, seconds."""
     require("scale", "embedding datasets", ("pyarrow",))
     if engine not in ("local", "ray"):

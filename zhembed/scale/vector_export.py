@@ -10,8 +10,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ZhembedError, require
+from ..progress import Log
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://zhembed/points")
 
@@ -55,7 +60,7 @@ def id_key(value: object, path: Path, row: int) -> str:
     return value if isinstance(value, str) else f"int:{value}"
 
 
-def qdrant_client(url: str | None = None, path: str | None = None):
+def qdrant_client(url: str | None = None, path: str | None = None) -> QdrantClient:
     """A client for a Qdrant server (`url`) or Qdrant's local on-disk mode (`path`, or ':memory:')."""
     require("scale", "exporting vectors", ("pyarrow", "qdrant_client"))
     from qdrant_client import QdrantClient
@@ -66,8 +71,8 @@ def qdrant_client(url: str | None = None, path: str | None = None):
         else QdrantClient(path=path)
 
 
-def export_to_qdrant(input_dir: Path, client, collection: str, id_field: str | None = None,
-                     batch_size: int = 256, log=print) -> int:
+def export_to_qdrant(input_dir: Path, client: QdrantClient, collection: str, id_field: str | None = None,
+                     batch_size: int = 256, log: Log = print) -> int:
     """Upsert every row into `collection` (created with cosine distance if missing); returns the row count."""
     from qdrant_client import models
 

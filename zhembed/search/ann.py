@@ -13,6 +13,7 @@ binary Hamming flat or IVF) still load, with their own search settings.
 from __future__ import annotations
 
 import math
+from types import ModuleType
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,8 @@ SEARCH = {"IndexFlatIP": ({}, 1), "IndexHNSWFlat": ({"efSearch": HNSW_EF_SEARCH}
           "IndexBinaryFlat": ({}, 100), "IndexBinaryIVF": ({"nprobe": 64}, 100)}  # binary before 2026-12-03
 
 
-def faiss():
+def faiss() -> ModuleType:
+    """faiss, imported on first use (the [search] extra)."""
     import faiss as module
 
     return module

@@ -3,9 +3,14 @@ deduplicating near-paraphrases, and a summary of each cluster (size and most cen
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..errors import ZhembedError
+
+if TYPE_CHECKING:
+    import faiss
 
 
 def kmeans(vectors: np.ndarray, k: int, seed: int = 42, iterations: int = 25) -> np.ndarray:
@@ -49,7 +54,7 @@ def communities(vectors: np.ndarray, threshold: float, block: int = 4096) -> np.
     return _by_size(labels)
 
 
-def neighbour_index(x: np.ndarray):
+def neighbour_index(x: np.ndarray) -> faiss.Index:
     """An exact inner-product index of the vectors, or an IVF one (trained on a seeded sample) above EXACT_LIMIT."""
     import faiss
 

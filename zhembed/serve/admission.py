@@ -8,6 +8,7 @@ import hmac
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .limits import Limits
 from .schemas import error_response
@@ -25,12 +26,12 @@ class Guard:
     rebinding), the API key, the number of requests in flight and the body size. Each refusal is a JSON
     error; the body is read here, up to the limit, and handed on to the app."""
 
-    def __init__(self, app, limits: Limits, api_key: str | None, allowed_hosts: list[str] | None):
+    def __init__(self, app: ASGIApp, limits: Limits, api_key: str | None, allowed_hosts: list[str] | None) -> None:
         self.app, self.limits, self.api_key = app, limits, api_key
         self.hosts = None if not allowed_hosts or "*" in allowed_hosts else {h.lower() for h in allowed_hosts}
         self.in_flight = 0
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers: dict[str, str] = {}
@@ -105,10 +106,10 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def _replay(body: bytes, receive):
+def _replay(body: bytes, receive: Receive) -> Receive:
     sent = False
 
-    async def replay():
+    async def replay() -> Message:
         nonlocal sent
         if not sent:
             sent = True
@@ -118,7 +119,9 @@ def _replay(body: bytes, receive):
 
 
 class Metrics:
-    def __init__(self):
+    """The server's Prometheus metrics, in a registry of its own (GET /metrics)."""
+
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("zhembed_requests", "HTTP requests", ["path"], registry=self.registry)
         self.errors = Counter("zhembed_errors", "Error responses", ["path", "status"], registry=self.registry)
@@ -139,17 +142,17 @@ class Observe:
     """Counts requests, errors and latency per path, as a plain ASGI middleware (Starlette's
     @app.middleware("http") costs more per request than the model does on one short sentence)."""
 
-    def __init__(self, app, metrics: Metrics, paths: set[str]):
+    def __init__(self, app: ASGIApp, metrics: Metrics, paths: set[str]) -> None:
         self.app, self.metrics = app, metrics
         # each path's counter and histogram looked up once, not per request (labels() takes a lock)
         self.counted = {p: (metrics.requests.labels(p), metrics.latency.labels(p)) for p in {*paths, "other"}}
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start, status = time.perf_counter(), [500]
 
-        async def send_status(message):
+        async def send_status(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..runtime import Encoder
 from ..runtime.pooling import truncate
@@ -43,10 +44,10 @@ class Endpoints:
     answers a JSON 500 (`unexpected`) and lets the server log it. FastAPI routes every other request, documents
     these endpoints (/docs) and answers their other methods (405)."""
 
-    def __init__(self, app, handlers: dict[str, Callable[[Request], Awaitable[Response]]]):
+    def __init__(self, app: ASGIApp, handlers: dict[str, Callable[[Request], Awaitable[Response]]]) -> None:
         self.app, self.handlers = app, handlers
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self.handlers.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         if handler is None:
             return await self.app(scope, receive, send)

@@ -115,7 +115,7 @@ class Infer:
 DISCONNECT_POLL_S = 0.25  # how often a request still waiting for the model checks that its client is there
 
 
-async def until_disconnected(disconnected: Disconnected, future: asyncio.Future):
+async def until_disconnected(disconnected: Disconnected, future: asyncio.Future[np.ndarray]) -> np.ndarray:
     """Await `future`; if the client goes away first, cancel it (its texts never reach the model) and answer
     499. The future is awaited directly, and the client is watched only once the answer has taken
     DISCONNECT_POLL_S: a fast request costs no task and no extra pass of the event loop (asyncio.wait cost it

@@ -10,7 +10,11 @@ whose head does not arrive within `header_timeout` seconds, or whose body does n
 
 from __future__ import annotations
 
+import asyncio
+
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .limits import Limits
 
 
 def _plain(status: bytes, message: str) -> bytes:
@@ -19,12 +23,12 @@ def _plain(status: bytes, message: str) -> bytes:
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
-def bounded_protocol(limits) -> type:
+def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     """An HttpToolsProtocol class that enforces the connection fields of the server's `Limits`
     (max_header_bytes, max_headers, header_timeout, body_timeout); uvicorn takes a protocol class as `http`."""
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
-        def connection_made(self, transport) -> None:
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             self._head_bytes, self._head_lines, self._in_head = 0, 0, True
             self._timer = self.loop.call_later(limits.header_timeout, self._expire, "request head")
@@ -59,7 +63,7 @@ def bounded_protocol(limits) -> type:
             self._timer.cancel()
             super().on_message_complete()
 
-        def connection_lost(self, exc) -> None:
+        def connection_lost(self, exc: Exception | None) -> None:
             self._timer.cancel()
             super().connection_lost(exc)
 

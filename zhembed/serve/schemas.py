@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+if TYPE_CHECKING:
+    from ..search.index import Hit
 
 SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -86,7 +89,7 @@ def error_response(status: int, message: str, headers: dict | None = None, param
     return json_response(error_body(status, message, param), status, headers)
 
 
-def hit_body(hit) -> dict:
+def hit_body(hit: Hit) -> dict:
     """A search hit as JSON; passages of long documents carry their character offsets."""
     body = {"id": hit.id, "text": hit.text, "score": round(hit.score, 6)}
     if hit.start is not None:

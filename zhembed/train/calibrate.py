@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ZhembedError, require
 from ..modeldir import write_calibration
+from ..progress import Log
 from ..runtime import Encoder
 from ..runtime.calibration import Calibration
 from .finetune import load_dataset, split_validation
@@ -79,7 +80,7 @@ def cross_fitted(cosine: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarra
     return p
 
 
-def calibrate(cfg: CalibrateConfig, log=print) -> dict:
+def calibrate(cfg: CalibrateConfig, log: Log = print) -> dict:
     """Fit, report and write calibration.json into the model directory; returns what it wrote."""
     first, second, labels, names = validation_pairs(cfg)
     if len(np.unique(labels)) < 2:

@@ -4,16 +4,35 @@ checkpoints, saving a trained model as a model directory, and the periodic dev c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from ..atomic import replace_dir, write_atomic
 from ..errors import ZhembedError
 from ..modeldir import WEIGHTS_FILE, copy_model_files, set_dimensions, update_config, write_json
+from ..progress import Log
+
+if TYPE_CHECKING:  # torch is imported where a function needs it: the module loads without the [train] extra
+    import torch
+
+    from ..runtime import Encoder
 
 
 RUN_MARKER = "zhembed_run.json"  # in every model directory a training run writes: which run wrote it
 RUN_CONFIG = "run_config.json"   # in a run's work dir: the settings it was started with
+
+
+class TrainSettings(Protocol):
+    """What the shared pieces read from every recipe's config dataclass."""
+
+    lr: float
+    warmup: float
+    seed: int
+    threads: int
+    work_dir: str
+    out: str
+    checkpoint_every: int
 
 
 def check_out_dir(out: Path) -> None:
@@ -24,7 +43,8 @@ def check_out_dir(out: Path) -> None:
                            "choose a new folder (zhembed replaces the whole folder it writes)")
 
 
-def save_model(model, src_dir: Path, out: Path, run: dict, fp16: bool = True, dimensions: list[int] | None = None) -> None:
+def save_model(model: torch.nn.Module, src_dir: Path, out: Path, run: dict, fp16: bool = True,
+               dimensions: list[int] | None = None) -> None:
     """Write a trained BertModel as a sentence-transformers directory (fp16 weights, fp32 compute), with the
     run's settings in zhembed_run.json and the Matryoshka sizes it was trained for, if any. The folder is
     built beside `out` and swapped in whole."""
@@ -44,7 +64,7 @@ def save_model(model, src_dir: Path, out: Path, run: dict, fp16: bool = True, di
             set_dimensions(tmp, dimensions)
 
 
-def trainable_module(encoder):
+def trainable_module(encoder: Encoder) -> torch.nn.Module:
     """The torch module behind an encoder loaded with backend="torch", in train mode."""
     from ..runtime.backends import TorchBackend
 
@@ -54,7 +74,7 @@ def trainable_module(encoder):
     return encoder.backend.model.train()
 
 
-def pool(hidden, mask, mode: str = "mean"):
+def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
     """runtime.pooling.pool in torch, so a model trains as it serves (mean, cls, max, lasttoken), in fp32
     whatever the hidden states' precision."""
     import torch
@@ -82,7 +102,7 @@ def cpu_has_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
 
 
-def autocast(precision: str):
+def autocast(precision: str) -> torch.autocast:
     """The forward pass's precision: bf16 autocast (weights, optimizer and losses stay fp32) for "bf16", and
     for "auto" on a CPU with native bf16; fp32 otherwise."""
     import torch
@@ -93,7 +113,8 @@ def autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=use)
 
 
-def pooled(model, encoder, ids: list[list[int]], precision: str = "fp32", group: int = 0):
+def pooled(model: torch.nn.Module, encoder: Encoder, ids: list[list[int]], precision: str = "fp32",
+           group: int = 0) -> torch.Tensor:
     """fp32 embeddings of token-id lists, pooled as the model directory says, in their order. With `group` > 0 the texts run through
     the model in length-sorted groups of that many, each padded only to its own longest text (less padding
     for the same result)."""
@@ -114,14 +135,15 @@ def pooled(model, encoder, ids: list[list[int]], precision: str = "fp32", group:
 class Batches:
     """Token ids for sentence batches: the student's tokenizer, prompt and padding."""
 
-    def __init__(self, encoder, sentences: list[str], max_length: int):
+    def __init__(self, encoder: Encoder, sentences: list[str], max_length: int) -> None:
         self.encoder, self.ids = encoder, encoder.tokenize(sentences, max_length)
 
-    def embed(self, model, rows, precision: str = "fp32", group: int = 0):
+    def embed(self, model: torch.nn.Module, rows: np.ndarray | list[int], precision: str = "fp32",
+              group: int = 0) -> torch.Tensor:
         return pooled(model, self.encoder, [self.ids[i] for i in rows], precision, group)
 
 
-def optimizer_step(model, opt, loss, lr: float) -> None:
+def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> None:
     """Backward, clip the gradient norm to 1, and step at learning rate `lr`."""
     import torch
 
@@ -133,13 +155,14 @@ def optimizer_step(model, opt, loss, lr: float) -> None:
     opt.step()
 
 
-def lr_at(step: int, total: int, cfg) -> float:
+def lr_at(step: int, total: int, cfg: TrainSettings) -> float:
     """Linear warm-up, then linear decay to zero."""
     warm = max(1, int(cfg.warmup * total))
     return cfg.lr * (step + 1) / warm if step < warm else cfg.lr * max(0.0, (total - step) / max(1, total - warm))
 
 
-def dev_spearman(encoder, data: Path) -> str:
+def dev_spearman(encoder: Encoder, data: Path) -> str:
+    """Spearman x 100 on the first 2,000 pairs of csts_dev and lcqmc_dev, as one log line."""
     from ..eval.suite import PairTask, evaluate_encoder
 
     tasks = [PairTask.load(data / f"{name}.tsv", name) for name in ("csts_dev", "lcqmc_dev") if (data / f"{name}.tsv").exists()]
@@ -149,7 +172,7 @@ def dev_spearman(encoder, data: Path) -> str:
     return " ".join(f"{name} {s['cosine']:.2f}" for name, s in scores.items())
 
 
-def start_run(cfg, resume: bool) -> tuple[Path, Path, Path]:
+def start_run(cfg: TrainSettings, resume: bool) -> tuple[Path, Path, Path]:
     """Seed torch, set its threads, and check the output folder and the checkpoint before any work; returns
     (work dir, output dir, checkpoint file)."""
     import torch
@@ -173,8 +196,8 @@ def refuse_to_overwrite(ckpt_file: Path, resume: bool) -> Path:
 RESUMABLE_CHANGES = {"checkpoint_every", "log_every", "eval_every", "eval_data", "threads"}
 
 
-def resume_point(path: Path, model, opt, config: dict, resume: bool, fresh_best: float, total: int,
-                 log) -> tuple[int, float]:
+def resume_point(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, config: dict, resume: bool,
+                 fresh_best: float, total: int, log: Log) -> tuple[int, float]:
     """(step, best) to start from: the checkpoint's when asked to resume and one exists (model and optimizer
     restored), else (0, fresh_best)."""
     if not (resume and path.exists()):
@@ -184,7 +207,7 @@ def resume_point(path: Path, model, opt, config: dict, resume: bool, fresh_best:
     return ckpt["step"], ckpt["best"]
 
 
-def load_checkpoint(path: Path, model, opt, config: dict) -> dict:
+def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, config: dict) -> dict:
     """Restore model, optimizer and RNG state; returns the checkpoint (step, best). Refuses a checkpoint
     written with other settings, and never runs code from the file (weights_only)."""
     import torch
@@ -206,7 +229,8 @@ def load_checkpoint(path: Path, model, opt, config: dict) -> dict:
     return ckpt
 
 
-def save_checkpoint(path: Path, model, opt, step: int, best: float, config: dict) -> None:
+def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, best: float,
+                    config: dict) -> None:
     """Atomic and durable: a kill or power loss during the write leaves the previous checkpoint intact."""
     import torch
 

@@ -14,10 +14,11 @@ import numpy as np
 from ..atomic import replace_dir
 from ..errors import ZhembedError
 from ..modeldir import WEIGHTS_FILE, copy_model_files, read_model_config, update_config, write_json
+from ..progress import Log
 from ..runtime import Encoder
+from ..textio import corpus_files, read_corpus
 from .common import RUN_CONFIG, Batches, dev_spearman, save_model, start_run, trainable_module
 from .run import Run
-from ..textio import corpus_files, read_corpus
 from .teacher_cache import teacher_embeddings
 
 
@@ -96,7 +97,7 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, pool: int = 5
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
+def distill(cfg: DistillConfig, resume: bool = False, log: Log = print) -> Path:
     work, out, ckpt_file = start_run(cfg, resume)
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / RUN_CONFIG, asdict(cfg))
@@ -139,7 +140,7 @@ def distill(cfg: DistillConfig, resume: bool = False, log=print) -> Path:
     return out
 
 
-def _student_init(cfg: DistillConfig, work: Path, log) -> Path:
+def _student_init(cfg: DistillConfig, work: Path, log: Log) -> Path:
     """Prune the teacher's vocabulary (optional) and keep the chosen layers; cached in the work dir, and
     rebuilt when the cached one was made with other layers (it is written whole or not at all)."""
     init_dir = work / "student-init"

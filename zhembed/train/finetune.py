@@ -14,19 +14,25 @@ Read top to bottom: config, data (with the contamination guard), losses, validat
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import ZhembedError
 from ..eval.suite import PairTask
 from ..modeldir import write_json
+from ..progress import Log
 from ..runtime import Encoder
 from ..textio import read_corpus, read_lines
 from .common import RUN_CONFIG, pooled, save_model, start_run, trainable_module
 from .run import Run
 from .teacher_cache import TEACHER_MAX_LENGTH, teacher_embeddings
+
+if TYPE_CHECKING:
+    import torch
 
 AGREEMENT_SENTENCES = 1000
 
@@ -189,7 +195,7 @@ def contamination(datasets: list[Dataset], evals: dict[str, set[str]]) -> list[s
     return problems
 
 
-def cosent_loss(a, b, labels, scale: float):
+def cosent_loss(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
     """CoSENT: every pair ranked above another by label must also be ranked above it by cosine."""
     import torch
 
@@ -200,7 +206,7 @@ def cosent_loss(a, b, labels, scale: float):
     return torch.logsumexp(torch.cat([torch.zeros(1, dtype=diff.dtype), diff]), dim=0)
 
 
-def ranking_loss(anchor, positive, negative, scale: float):
+def ranking_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, scale: float) -> torch.Tensor:
     """In-batch negatives: each anchor must pick its own positive among all positives and hard negatives."""
     import torch
 
@@ -209,7 +215,7 @@ def ranking_loss(anchor, positive, negative, scale: float):
     return torch.nn.functional.cross_entropy(logits, torch.arange(len(anchor)))
 
 
-def matryoshka_loss(loss_fn, embeddings, dims: list[int]):
+def matryoshka_loss(loss_fn: Callable[..., torch.Tensor], embeddings: Sequence[torch.Tensor], dims: list[int]) -> torch.Tensor:
     """The mean of `loss_fn` over each prefix of the embeddings (all of them when `dims` is empty)."""
     if not dims:
         return loss_fn(*embeddings)
@@ -239,11 +245,13 @@ class Sampler:
         return ds, order[within * self.batch_size:(within + 1) * self.batch_size]
 
 
-def _embed(model, encoder, texts: list[str], cfg: FinetuneConfig):
+def _embed(model: torch.nn.Module, encoder: Encoder, texts: list[str], cfg: FinetuneConfig) -> torch.Tensor:
     return pooled(model, encoder, encoder.tokenize(texts, cfg.max_length), cfg.precision, cfg.group_size)
 
 
-def step_loss(model, encoder, ds: Dataset, rows: np.ndarray, cfg: FinetuneConfig, dims: list[int]):
+def step_loss(model: torch.nn.Module, encoder: Encoder, ds: Dataset, rows: np.ndarray, cfg: FinetuneConfig,
+              dims: list[int]) -> torch.Tensor:
+    """The supervised loss of one batch of a training file: ranking for triples, CoSENT for labelled pairs."""
     import torch
 
     columns = list(zip(*(ds.rows[i] for i in rows)))
@@ -273,7 +281,8 @@ class Corpus:
         return order[within:within + size]
 
 
-def load_corpus(cfg: FinetuneConfig, datasets: list[Dataset], work: Path, log) -> Corpus:
+def load_corpus(cfg: FinetuneConfig, datasets: list[Dataset], work: Path, log: Log) -> Corpus:
+    """The distillation corpus with the teacher's (cached) embeddings; held-out sentences in no training pair."""
     sentences = read_corpus(cfg.distill_corpus, cfg.distill_max_sentences or None)
     targets = teacher_embeddings(Path(cfg.teacher), sentences, Path(cfg.cache_dir or work / "cache"),
                                  TEACHER_MAX_LENGTH, log=log)
@@ -285,7 +294,7 @@ def load_corpus(cfg: FinetuneConfig, datasets: list[Dataset], work: Path, log) -
     return Corpus(sentences, targets, train, free, cfg.seed)
 
 
-def distill_loss(model, encoder, corpus: Corpus, step: int, cfg: FinetuneConfig):
+def distill_loss(model: torch.nn.Module, encoder: Encoder, corpus: Corpus, step: int, cfg: FinetuneConfig) -> torch.Tensor:
     """MSE between the student's and the teacher's (cached) embeddings of a batch of corpus sentences."""
     import torch
 
@@ -294,7 +303,7 @@ def distill_loss(model, encoder, corpus: Corpus, step: int, cfg: FinetuneConfig)
     return torch.nn.functional.mse_loss(pred, torch.from_numpy(np.asarray(corpus.targets[rows], dtype=np.float32)))
 
 
-def agreement(encoder, corpus: Corpus, pairs: int = 5000) -> float:
+def agreement(encoder: Encoder, corpus: Corpus, pairs: int = 5000) -> float:
     """Spearman x 100 between the student's and the teacher's cosines of random pairs of held-out sentences."""
     from ..eval.suite import spearman
 
@@ -305,7 +314,7 @@ def agreement(encoder, corpus: Corpus, pairs: int = 5000) -> float:
     return 100 * spearman((student[i] * student[j]).sum(1), (teacher[i] * teacher[j]).sum(1))
 
 
-def validation(encoder, held_out: list[Dataset]) -> dict[str, float]:
+def validation(encoder: Encoder, held_out: list[Dataset]) -> dict[str, float]:
     """Per held-out training file: Spearman x 100 of cosine and label (pairs), or the share of triples whose
     positive scores above their negative; and their mean, each file weighted by the square root of its held-out
     rows, so that a file of 6 rows (one triple moves it 17 points) does not count as much as one of 5,000. A file
@@ -328,7 +337,7 @@ def validation(encoder, held_out: list[Dataset]) -> dict[str, float]:
     return {**scores, "mean": float(mean)}
 
 
-def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> Path:
+def finetune(cfg: FinetuneConfig, resume: bool = False, log: Log = print) -> Path:
     work, out, ckpt_file = start_run(cfg, resume)
     evals = eval_sentences(Path(cfg.eval_data)) if cfg.eval_data and not cfg.allow_overlap else {}
     datasets, held_out = training_files(cfg.train, cfg.word_order_negatives, cfg.val_fraction, cfg.seed, evals)

@@ -13,16 +13,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..atomic import write_text_atomic
 from ..errors import ZhembedError, require
-from ..progress import progress
+from ..progress import Log, progress
 from ..runtime import Encoder
-from .finetune import load_dataset, split_validation
+from ..runtime.pooling import normalize
 from ..textio import read_corpus
+from .finetune import load_dataset, split_validation
 from .teacher_cache import TEACHER_MAX_LENGTH, teacher_embeddings
+
+if TYPE_CHECKING:
+    import faiss
 
 
 @dataclass
@@ -58,19 +63,14 @@ def positive_pairs(cfg: MineConfig) -> list[tuple[str, str]]:
     return list(pairs)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def teacher_vectors(cfg: MineConfig, sentences: list[str], extra: list[str], log) -> tuple[np.ndarray, np.ndarray]:
+def teacher_vectors(cfg: MineConfig, sentences: list[str], extra: list[str], log: Log) -> tuple[np.ndarray, np.ndarray]:
     """Unit teacher vectors of the corpus (its cache) and of `extra` sentences that are not in it."""
     cache = Path(cfg.cache_dir or Path(cfg.out).parent / "cache")
     corpus = teacher_embeddings(Path(cfg.teacher), sentences, cache, TEACHER_MAX_LENGTH, log=log,
                                 threads=cfg.threads or None)
     others = (teacher_embeddings(Path(cfg.teacher), extra, cache, TEACHER_MAX_LENGTH, log=log, threads=cfg.threads or None)
               if extra else np.zeros((0, corpus.shape[1]), np.float16))
-    return _unit(corpus), _unit(others)
+    return normalize(np.array(corpus, np.float32)), normalize(np.array(others, np.float32))
 
 
 def choose(candidates: np.ndarray, anchor_pos: float, teacher_pos: np.ndarray, teacher: np.ndarray,
@@ -84,14 +84,14 @@ def choose(candidates: np.ndarray, anchor_pos: float, teacher_pos: np.ndarray, t
     return None
 
 
-def rank(index, queries: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
+def rank(index: faiss.Index, queries: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
     """The ids of each query's k nearest corpus sentences, in chunks under a progress bar (exact search of a
     few hundred thousand anchors in a corpus as large takes minutes on 2 cores)."""
     starts = progress(range(0, len(queries), chunk), desc="rank", unit="chunk")  # a range: tqdm knows its length
     return np.concatenate([index.search(queries[i:i + chunk], k)[1] for i in starts])
 
 
-def mine(cfg: MineConfig, log=print) -> Path:
+def mine(cfg: MineConfig, log: Log = print) -> Path:
     require("search", "zhembed mine-negatives", ("faiss",))
     import faiss
 

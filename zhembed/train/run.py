@@ -15,15 +15,20 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .common import lr_at, optimizer_step, resume_point, save_checkpoint
+from ..progress import Log
+from .common import TrainSettings, lr_at, optimizer_step, resume_point, save_checkpoint
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
 class Run:
-    cfg: object                  # the recipe's config dataclass (lr, warmup, checkpoint_every, ...)
-    model: object                # the torch module being trained
-    opt: object                  # its optimizer
+    cfg: TrainSettings           # the recipe's config dataclass (lr, warmup, checkpoint_every, ...)
+    model: torch.nn.Module       # the module being trained
+    opt: torch.optim.Optimizer
     total: int                   # steps in the whole run
     ckpt_file: Path
     step: int = 0
@@ -32,7 +37,8 @@ class Run:
     start_step: int = 0
 
     @classmethod
-    def start(cls, cfg, model, total: int, ckpt_file: Path, resume: bool, fresh_best: float, log) -> Run:
+    def start(cls, cfg: TrainSettings, model: torch.nn.Module, total: int, ckpt_file: Path, resume: bool,
+              fresh_best: float, log: Log) -> Run:
         """AdamW (weight decay 0.01) over the model, resumed from the checkpoint when asked and one exists. The
         fused kernel: the same update in one pass over each tensor (3-6x faster on a CPU than the op-by-op
         default; checkpoints of either load into the other)."""
@@ -51,7 +57,7 @@ class Run:
         """The learning rate of the step just taken (or of the first one)."""
         return lr_at(max(self.step - 1, 0), self.total, self.cfg)
 
-    def update(self, loss) -> None:
+    def update(self, loss: torch.Tensor) -> None:
         """Backward and one optimizer step at the schedule's learning rate."""
         optimizer_step(self.model, self.opt, loss, lr_at(self.step, self.total, self.cfg))
         self.step += 1

@@ -22,18 +22,25 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import ZhembedError
 from ..modeldir import SentenceConfig, read_tokenizer_json, write_json, write_static_model
+from ..progress import Log
 from ..runtime import Encoder
 from ..runtime.encoder import StaticEncoder
+from ..runtime.pooling import normalize
 from ..textio import read_corpus
 from .common import RUN_CONFIG, RUN_MARKER, check_out_dir, lr_at, resume_point, save_checkpoint
 from .finetune import (AGREEMENT_SENTENCES, Corpus, Dataset, Sampler, agreement, contamination, cosent_loss,
                        eval_sentences, load_dataset, ranking_loss, split_validation, validation)
 from .teacher_cache import TEACHER_MAX_LENGTH, teacher_embeddings
+
+if TYPE_CHECKING:
+    import torch
+    from tokenizers import Tokenizer
 
 PIECE_BATCH = 512
 
@@ -67,7 +74,7 @@ class StaticConfig:
     log_every: int = 100
 
 
-def static_tokenizer(model_dir: Path):
+def static_tokenizer(model_dir: Path) -> Tokenizer:
     """The transformer's tokenizer without special tokens, padding or truncation (as StaticEmbedding reads)."""
     from tokenizers import Tokenizer
 
@@ -77,7 +84,7 @@ def static_tokenizer(model_dir: Path):
     return Tokenizer.from_str(json.dumps(spec))
 
 
-def piece_vectors(encoder: Encoder, vocab_size: int, log) -> np.ndarray:
+def piece_vectors(encoder: Encoder, vocab_size: int, log: Log) -> np.ndarray:
     """[vocab, dim] unit vectors: each piece alone between the prompt and the end token, through the model."""
     frame = encoder.tokenize([""], 64)[0]  # <s> prompt ... </s>
     rows = []
@@ -102,19 +109,16 @@ def principal_axes(vectors: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarr
     return mean, np.ascontiguousarray(axes[:, ::-1][:, :dims])
 
 
-def unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
 class Bags:
     """Token ids of many texts, gathered into the flat ids and offsets that an EmbeddingBag takes."""
 
-    def __init__(self, token_ids: list[list[int]]):
+    def __init__(self, token_ids: list[list[int]]) -> None:
         self.lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
         self.flat = np.concatenate([np.asarray(t, dtype=np.int64) for t in token_ids]) if token_ids else np.zeros(0, np.int64)
 
-    def batch(self, rows: np.ndarray):
+    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(flat ids, offsets) of these texts."""
         import torch
 
         lengths, starts = self.lengths[rows], self.starts[rows]
@@ -123,18 +127,19 @@ class Bags:
         return torch.from_numpy(flat), torch.from_numpy(offsets)
 
 
-def embed(bag, bags: Bags, rows: np.ndarray):
+def embed(bag: torch.nn.EmbeddingBag, bags: Bags, rows: np.ndarray) -> torch.Tensor:
+    """Each text's mean of table rows."""
     return bag(*bags.batch(rows))
 
 
-def regression_loss(bag, bags: Bags, targets, rows: np.ndarray):
+def regression_loss(bag: torch.nn.EmbeddingBag, bags: Bags, targets: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
     """1 - cosine between each sentence's mean of rows and its target."""
     import torch
 
     return 1 - torch.nn.functional.cosine_similarity(embed(bag, bags, rows), targets[rows]).mean()
 
 
-def pair_loss(bag, pair_bags: dict[str, list[Bags]], ds: Dataset, rows: np.ndarray, scale: float):
+def pair_loss(bag: torch.nn.EmbeddingBag, pair_bags: dict[str, list[Bags]], ds: Dataset, rows: np.ndarray, scale: float) -> torch.Tensor:
     """CoSENT for a pairs file, in-batch ranking for a triples file."""
     import torch
 
@@ -144,7 +149,7 @@ def pair_loss(bag, pair_bags: dict[str, list[Bags]], ds: Dataset, rows: np.ndarr
     return cosent_loss(*columns, torch.from_numpy(ds.labels[rows]), scale)
 
 
-def load_pairs(cfg: StaticConfig, log) -> tuple[list[Dataset], list[Dataset]]:
+def load_pairs(cfg: StaticConfig, log: Log) -> tuple[list[Dataset], list[Dataset]]:
     """(training part, validation part) of every --train file, after the contamination guard."""
     datasets = [load_dataset(Path(p)) for p in cfg.train]
     held: list[Dataset] = []
@@ -159,7 +164,7 @@ def load_pairs(cfg: StaticConfig, log) -> tuple[list[Dataset], list[Dataset]]:
     return datasets, held
 
 
-def load_corpus(cfg: StaticConfig, datasets: list[Dataset], work: Path, log) -> Corpus:
+def load_corpus(cfg: StaticConfig, datasets: list[Dataset], work: Path, log: Log) -> Corpus:
     """Corpus sentences with the transformer's unit vectors; AGREEMENT_SENTENCES in no pair held out."""
     sentences = read_corpus(cfg.corpus, cfg.max_sentences or None, cfg.seed)
     vectors = teacher_embeddings(Path(cfg.model), sentences, Path(cfg.cache_dir or work / "cache"),
@@ -169,24 +174,26 @@ def load_corpus(cfg: StaticConfig, datasets: list[Dataset], work: Path, log) -> 
     held = np.array([i for i in order if sentences[i] not in in_pairs][:AGREEMENT_SENTENCES], dtype=int)
     train = np.setdiff1d(np.arange(len(sentences)), held)
     log(f"regression corpus: {len(train)} sentences; agreement on {len(held)} held-out sentences")
-    return Corpus(sentences, unit(np.asarray(vectors, dtype=np.float32)), train, held, cfg.seed)
+    return Corpus(sentences, normalize(np.array(vectors, dtype=np.float32)), train, held, cfg.seed)
 
 
-def initial_table(cfg: StaticConfig, transformer: Encoder, tokenizer, corpus: Corpus, corpus_ids, work: Path, log):
+def initial_table(cfg: StaticConfig, transformer: Encoder, tokenizer: Tokenizer, corpus: Corpus,
+                  corpus_ids: list[list[int]], work: Path, log: Log) -> tuple[np.ndarray, np.ndarray]:
     """(table [vocab, pca_dims], projected unit targets) from steps 2 and 3's start; the table is cached."""
     mean, axes = principal_axes(corpus.targets, cfg.pca_dims)
-    targets = unit((corpus.targets - mean) @ axes)
+    targets = normalize((corpus.targets - mean) @ axes)
     start_file = work / "initial_table.npy"
     if start_file.exists():
         return np.load(start_file), targets
     vocab = tokenizer.get_vocab_size()
     pieces = piece_vectors(transformer, vocab, log)
-    table = unit((pieces - mean) @ axes) * sif_weights(corpus_ids, vocab, cfg.sif)[:, None]
+    table = normalize((pieces - mean) @ axes) * sif_weights(corpus_ids, vocab, cfg.sif)[:, None]
     np.save(start_file, table.astype(np.float32))
     return table.astype(np.float32), targets
 
 
-def save_table(bag, tokenizer, out: Path, run: dict) -> None:
+def save_table(bag: torch.nn.EmbeddingBag, tokenizer: Tokenizer, out: Path, run: dict) -> None:
+    """The table as a static model directory, with the run's record, swapped in whole."""
     from ..atomic import replace_dir
 
     check_out_dir(out)
@@ -195,14 +202,14 @@ def save_table(bag, tokenizer, out: Path, run: dict) -> None:
         write_json(tmp / RUN_MARKER, run)
 
 
-def score(bag, tokenizer, held: list[Dataset], corpus: Corpus) -> dict[str, float]:
+def score(bag: torch.nn.EmbeddingBag, tokenizer: Tokenizer, held: list[Dataset], corpus: Corpus) -> dict[str, float]:
     """Validation (held-out pairs) and agreement with the transformer, of the table as it is now."""
     encoder = StaticEncoder(Path("."), tokenizer, bag.weight.detach().numpy(), SentenceConfig())
     scores = validation(encoder, held) if held else {"mean": -float("inf")}
     return {**scores, "agreement": agreement(encoder, corpus)}
 
 
-def distill_static(cfg: StaticConfig, resume: bool = False, log=print) -> Path:
+def distill_static(cfg: StaticConfig, resume: bool = False, log: Log = print) -> Path:
     import torch
 
     torch.manual_seed(cfg.seed)

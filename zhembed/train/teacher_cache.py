@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import Log
 from ..runtime import Encoder
 from ..runtime.chunked import encode_resumable
 
@@ -17,7 +18,7 @@ TEACHER_MAX_LENGTH = 256  # the length distillation caches its targets at; fine-
 
 
 def teacher_embeddings(teacher: Path, sentences: list[str], cache_dir: Path, max_length: int = 256,
-                       batch_size: int = 32, log=print, threads: int | None = None) -> np.ndarray:
+                       batch_size: int = 32, log: Log = print, threads: int | None = None) -> np.ndarray:
     """[len(sentences), dim] fp16 mean-pooled (unnormalized) teacher vectors; resumes a partial cache."""
     encoder = Encoder.load(teacher, num_threads=threads)  # its ONNX export when it has one
     settings = json.dumps(["teacher", encoder.model_id, encoder.backend.name, max_length, "unnormalized"])
