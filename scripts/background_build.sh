@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKTREE=${WORKTREE:-$(cd .. && pwd)/wt-accuracy}
-STAGES=${1:-teacher,distill,negatives,base-e,finetune-a,average-a,choose,calibrate,int8,evaluate,verdict}
+STAGES=${1:-teacher,distill,negatives,base-e,finetune-a,average-a,finetune-repair,average-repair,choose,calibrate,int8,evaluate,verdict}
 
 if pgrep -f "build_default_model.sh" > /dev/null; then
   echo "a build is running already:" && pgrep -fa "zhembed (distill|finetune|mine-negatives|import-e5|export)" || true

@@ -1,12 +1,16 @@
 """Copy the candidate with the best validation mean into OUT: the carve-out of the training files chooses,
 never the evaluation splits.
 
-    python scripts/validate.py runs/build/ft-a runs/build/ft-a-avg50 --train A.tsv,... --json V.json
-    python scripts/choose_candidate.py runs/build/ft-a runs/build/ft-a-avg50 --validation V.json --out runs/build/chosen
+    python scripts/validate.py runs/build/ft-a runs/build/ft-a-shipped25 --train A.tsv,... --json V.json
+    python scripts/agreement.py runs/build/ft-a runs/build/ft-a-shipped25 zhembed/models/zhembed-small-zh ... --json G.json
+    python scripts/choose_candidate.py runs/build/ft-a runs/build/ft-a-shipped25 --validation V.json --out runs/build/chosen \
+        [--agreement G.json --floor zhembed/models/zhembed-small-zh]
 
 Every candidate's validation mean comes from one report of scripts/validate.py, so a fine-tune and an average
-of two models (which no training run scored) are compared by the same function on the same rows. OUT is built
-beside and renamed into place, with the choice in choice.json.
+of two models (which no training run scored) are compared by the same function on the same rows. With
+--agreement and --floor, a candidate whose teacher agreement is below the floor model's (the shipped one: the
+ship rule asks for no lower agreement) is passed over, unless every candidate is. OUT is built beside and
+renamed into place, with the choice in choice.json.
 """
 
 from __future__ import annotations
@@ -17,28 +21,40 @@ import shutil
 from pathlib import Path
 
 
-def validation(report: dict, model: Path) -> float:
+def score(report: dict, model: Path, script: str, key: str | None = None) -> float:
+    """The model's entry of a report; a model missing from it stops the choice."""
     if str(model) not in report:
-        raise SystemExit(f"{model}: not in the validation report; run scripts/validate.py on every candidate")
-    return float(report[str(model)]["mean"])
+        what = "validation" if key else "agreement"
+        raise SystemExit(f"{model}: not in the {what} report; run scripts/{script} on every candidate")
+    return float(report[str(model)][key] if key else report[str(model)])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("candidates", nargs="+", type=Path)
     parser.add_argument("--validation", type=Path, required=True, help="scripts/validate.py's --json report")
+    parser.add_argument("--agreement", type=Path, help="scripts/agreement.py's --json report (with --floor)")
+    parser.add_argument("--floor", type=Path, help="the model whose agreement a candidate must reach")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if (args.agreement is None) != (args.floor is None):
+        raise SystemExit("--agreement and --floor go together")
     report = json.loads(args.validation.read_text(encoding="utf-8"))
-    scores = {str(c): validation(report, c) for c in args.candidates}
-    best = max(args.candidates, key=lambda c: scores[str(c)])
+    scores = {str(c): score(report, c, "validate.py", "mean") for c in args.candidates}
+    eligible, agreements = list(args.candidates), {}
+    if args.agreement:
+        found = json.loads(args.agreement.read_text(encoding="utf-8"))
+        agreements = {str(c): score(found, c, "agreement.py") for c in [*args.candidates, args.floor]}
+        eligible = [c for c in args.candidates if agreements[str(c)] >= agreements[str(args.floor)]] or eligible
+    best = max(eligible, key=lambda c: scores[str(c)])
     tmp = args.out.with_name(args.out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(best, tmp)
-    (tmp / "choice.json").write_text(json.dumps({"chosen": str(best), "validation": scores}, indent=2) + "\n")
+    choice = {"chosen": str(best), "validation": scores, "agreement": agreements, "eligible": [str(c) for c in eligible]}
+    (tmp / "choice.json").write_text(json.dumps(choice, indent=2) + "\n")
     shutil.rmtree(args.out, ignore_errors=True)
     tmp.rename(args.out)
-    print(f"chose {best} (validation {scores[str(best)]:.2f} of {scores})")
+    print(f"chose {best} (validation {scores[str(best)]:.2f} of {scores}; agreement {agreements or 'not checked'})")
 
 
 if __name__ == "__main__":

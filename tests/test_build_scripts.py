@@ -69,6 +69,23 @@ def test_the_validation_report_chooses_and_a_candidate_missing_from_it_stops_the
     assert missing.returncode != 0 and "not in the validation report" in missing.stderr
 
 
+def test_a_candidate_below_the_shipped_models_agreement_is_passed_over_unless_all_are(tmp_path):
+    from conftest import make_tiny_bert
+
+    low, high, shipped = (make_tiny_bert(tmp_path / n, seed=i) for i, n in enumerate(("low", "high", "shipped")))
+    validation, agreement = tmp_path / "v.json", tmp_path / "g.json"
+    validation.write_text(json.dumps({str(low): {"mean": 63.0}, str(high): {"mean": 62.0}}))
+
+    def choose(agreements: dict[Path, float], out: str) -> str:
+        agreement.write_text(json.dumps({str(m): a for m, a in agreements.items()}))
+        _run(str(SCRIPTS / "choose_candidate.py"), str(low), str(high), "--validation", str(validation),
+             "--agreement", str(agreement), "--floor", str(shipped), "--out", str(tmp_path / out))
+        return json.loads((tmp_path / out / "choice.json").read_text())["chosen"]
+
+    assert choose({low: 70.0, high: 73.0, shipped: 72.0}, "c1") == str(high)  # the better validation, passed over
+    assert choose({low: 70.0, high: 71.0, shipped: 72.0}, "c2") == str(low)   # none reaches it: validation alone
+
+
 def _eval_report(model: str, splits: dict[str, float], shares: dict[int, float]) -> list[dict]:
     """`zhembed eval --dimensions` rows of one model: the 384-d splits, and the 64/32-d averages as shares."""
     avg = sum(splits.values()) / len(splits)
