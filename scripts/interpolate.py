@@ -26,28 +26,27 @@ from zhembed.train.common import RUN_MARKER
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 
 
-def pieces(model_dir: Path) -> list[str]:
+def pieces(model_dir: Path) -> list[str] | None:
+    """The pieces of a Unigram tokenizer.json in id order (None for any other tokenizer)."""
     vocab = read_tokenizer_json(model_dir).get("model", {}).get("vocab")
-    if not isinstance(vocab, list):
-        raise SystemExit(f"{model_dir} has no Unigram tokenizer.json, so its vocabulary cannot be matched by piece")
-    return [piece for piece, _ in vocab]
+    return [piece for piece, _ in vocab] if isinstance(vocab, list) else None
 
 
-def aligned_rows(a: Path, b: Path, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+def aligned_rows(a_pieces: list[str], b_pieces: list[str], first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """B's word-embedding rows in A's vocabulary order; A's own row where B lacks the piece."""
-    index = {piece: row for row, piece in enumerate(pieces(b))}
-    missing = set(index) - set(pieces(a))
+    index = {piece: row for row, piece in enumerate(b_pieces)}
+    missing = set(index) - set(a_pieces)
     if missing:
-        raise SystemExit(f"{b} has {len(missing)} pieces that {a} lacks (e.g. {sorted(missing)[:3]}); "
+        raise SystemExit(f"B has {len(missing)} pieces that A lacks (e.g. {sorted(missing)[:3]}); "
                          "give the model with the larger vocabulary as A")
-    return np.stack([second[index[p]] if p in index else first[row] for row, p in enumerate(pieces(a))])
+    return np.stack([second[index[p]] if p in index else first[row] for row, p in enumerate(a_pieces)])
 
 
 def interpolate(a: Path, b: Path, alpha: float, out: Path) -> None:
     first, second = load_file(str(a / WEIGHTS_FILE)), load_file(str(b / WEIGHTS_FILE))
-    if WORD_EMBEDDINGS in first and WORD_EMBEDDINGS in second \
-            and first[WORD_EMBEDDINGS].shape != second[WORD_EMBEDDINGS].shape:
-        second[WORD_EMBEDDINGS] = aligned_rows(a, b, first[WORD_EMBEDDINGS], second[WORD_EMBEDDINGS])
+    a_pieces, b_pieces = pieces(a), pieces(b)
+    if a_pieces and b_pieces and a_pieces != b_pieces and WORD_EMBEDDINGS in first and WORD_EMBEDDINGS in second:
+        second[WORD_EMBEDDINGS] = aligned_rows(a_pieces, b_pieces, first[WORD_EMBEDDINGS], second[WORD_EMBEDDINGS])
     if first.keys() != second.keys() or any(first[k].shape != second[k].shape for k in first):
         raise SystemExit(f"{a} and {b} do not hold the same tensors; interpolate two fine-tunes of one model")
     tmp = out.with_name(out.name + ".tmp")

@@ -50,6 +50,11 @@ def test_two_students_pruned_from_one_vocabulary_average_by_piece(tmp_path):
     _run(str(SCRIPTS / "interpolate.py"), str(large), str(small), "--alpha", "0.5", "--out", str(tmp_path / "avg"))
     rows = load_file(str(tmp_path / "avg" / "model.safetensors"))["embeddings.word_embeddings.weight"]
     assert rows.tolist() == [[5, 5.5], [7, 7.5], [4, 5], [11, 11.5]]  # 我 is only in A: its own row
+    reordered = np.arange(8, 16, dtype="float32").reshape(4, 2)
+    same_size = _unigram_dir(tmp_path / "same", ["<s>", "我", "的", "你"], reordered)
+    _run(str(SCRIPTS / "interpolate.py"), str(large), str(same_size), "--out", str(tmp_path / "avg2"))
+    rows = load_file(str(tmp_path / "avg2" / "model.safetensors"))["embeddings.word_embeddings.weight"]
+    assert rows[1].tolist() == [(2 + 12) / 2, (3 + 13) / 2]  # 的: row 1 of A, row 2 of B, though the sizes agree
     backwards = subprocess.run([sys.executable, str(SCRIPTS / "interpolate.py"), str(small), str(large), "--out",
                                 str(tmp_path / "x")], capture_output=True, text=True)
     assert backwards.returncode != 0 and "give the model with the larger vocabulary as A" in backwards.stderr
