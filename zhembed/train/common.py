@@ -143,15 +143,17 @@ class Batches:
         return pooled(model, self.encoder, [self.ids[i] for i in rows], precision, group)
 
 
-def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> None:
-    """Backward, clip the gradient norm to 1, and step at learning rate `lr`."""
+def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float,
+                   clip: float | None = 1.0) -> None:
+    """Backward, clip the gradient norm to `clip` (None: no clipping), and step at learning rate `lr`."""
     import torch
 
     for group in opt.param_groups:
         group["lr"] = lr
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
 
 

@@ -1,6 +1,6 @@
 """The skeleton every transformer training loop shares: one `Run` holds the model, optimizer, step, best and
 total, resumes from its checkpoint, steps the schedule and says when logging, evaluation and checkpoints are due.
-A recipe (distill.py, finetune.py) keeps only its data, its loss and its evaluation, and reads top to bottom:
+A recipe (distill.py, finetune.py, static.py) keeps only its data, its loss and its evaluation, and reads top to bottom:
 
     run = Run.start(cfg, model, total, ckpt_file, resume, fresh_best, log)
     while not run.done:
@@ -13,6 +13,7 @@ A recipe (distill.py, finetune.py) keeps only its data, its loss and its evaluat
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,16 +36,19 @@ class Run:
     best: float = 0.0
     started: float = field(default_factory=time.time)
     start_step: int = 0
+    schedule: Callable[[int], float] | None = None  # a step's learning rate (default: warm-up, then linear decay)
+    clip: float | None = 1.0     # the gradient norm's ceiling (None: no clipping)
 
     @classmethod
     def start(cls, cfg: TrainSettings, model: torch.nn.Module, total: int, ckpt_file: Path, resume: bool,
-              fresh_best: float, log: Log) -> Run:
-        """AdamW (weight decay 0.01) over the model, resumed from the checkpoint when asked and one exists. The
-        fused kernel: the same update in one pass over each tensor (3-6x faster on a CPU than the op-by-op
-        default; checkpoints of either load into the other)."""
+              fresh_best: float, log: Log, opt: torch.optim.Optimizer | None = None) -> Run:
+        """The run, resumed from the checkpoint when asked and one exists. The optimizer defaults to AdamW
+        (weight decay 0.01) over the model, with the fused kernel: the same update in one pass over each tensor
+        (3-6x faster on a CPU than the op-by-op default; checkpoints of either load into the other). A recipe with
+        its own schedule or clipping sets them with dataclasses.replace."""
         import torch
 
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, fused=True)
+        opt = opt or torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, fused=True)
         step, best = resume_point(ckpt_file, model, opt, asdict(cfg), resume, fresh_best, total, log)
         return cls(cfg, model, opt, total, ckpt_file, step, best, start_step=step)
 
@@ -55,11 +59,14 @@ class Run:
     @property
     def lr(self) -> float:
         """The learning rate of the step just taken (or of the first one)."""
-        return lr_at(max(self.step - 1, 0), self.total, self.cfg)
+        return self.lr_of(max(self.step - 1, 0))
+
+    def lr_of(self, step: int) -> float:
+        return self.schedule(step) if self.schedule else lr_at(step, self.total, self.cfg)
 
     def update(self, loss: torch.Tensor) -> None:
         """Backward and one optimizer step at the schedule's learning rate."""
-        optimizer_step(self.model, self.opt, loss, lr_at(self.step, self.total, self.cfg))
+        optimizer_step(self.model, self.opt, loss, self.lr_of(self.step), self.clip)
         self.step += 1
 
     def due(self, every: int) -> bool:

@@ -19,8 +19,7 @@ makes the targets. The vocabulary is the transformer's own (XLM-R Unigram pieces
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,9 +32,10 @@ from ..runtime import Encoder
 from ..runtime.encoder import StaticEncoder
 from ..runtime.pooling import normalize
 from ..textio import read_corpus
-from .common import RUN_CONFIG, RUN_MARKER, check_out_dir, lr_at, resume_point, save_checkpoint
+from .common import RUN_CONFIG, RUN_MARKER, check_out_dir, lr_at, start_run
 from .finetune import (AGREEMENT_SENTENCES, Corpus, Dataset, Sampler, agreement, contamination, cosent_loss,
                        eval_sentences, load_dataset, ranking_loss, split_validation, validation)
+from .run import Run
 from .teacher_cache import TEACHER_MAX_LENGTH, teacher_embeddings
 
 if TYPE_CHECKING:
@@ -212,14 +212,7 @@ def score(bag: torch.nn.EmbeddingBag, tokenizer: Tokenizer, held: list[Dataset],
 def distill_static(cfg: StaticConfig, resume: bool = False, log: Log = print) -> Path:
     import torch
 
-    torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    work, out = Path(cfg.work_dir), Path(cfg.out)
-    check_out_dir(out)
-    ckpt_file = work / "checkpoint.pt"
-    if ckpt_file.exists() and not resume:
-        raise ZhembedError(f"{ckpt_file} exists: pass --resume to continue it, or choose another --work-dir")
+    work, out, ckpt_file = start_run(cfg, resume)
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / RUN_CONFIG, asdict(cfg))
 
@@ -235,36 +228,28 @@ def distill_static(cfg: StaticConfig, resume: bool = False, log: Log = print) ->
                  for ds in datasets}
 
     bag = torch.nn.EmbeddingBag.from_pretrained(torch.from_numpy(table), freeze=False, mode="mean")
-    opt = torch.optim.Adam(bag.parameters(), lr=cfg.lr)
     regression_steps = int(cfg.regression_epochs * len(corpus.train) / cfg.regression_batch)
     sampler = Sampler(datasets, cfg.batch_size, cfg.seed) if datasets else None
     total = regression_steps + (int(sampler.steps_per_epoch * cfg.pair_epochs) if sampler else 0)
-    step, best = resume_point(ckpt_file, bag, opt, asdict(cfg), resume, -float("inf"), total, log)
+    adam = torch.optim.Adam(bag.parameters(), lr=cfg.lr)
+    run = replace(Run.start(cfg, bag, total, ckpt_file, resume, -float("inf"), log, adam), clip=None,
+                  schedule=lambda step: learning_rate(step, regression_steps, total, cfg))
 
-    start, start_step = time.time(), step
-    while step < total:
-        rows = corpus.batch(step, cfg.regression_batch)
-        loss = regression_loss(bag, corpus_bags, targets, rows)
+    while not run.done:
+        loss = regression_loss(bag, corpus_bags, targets, corpus.batch(run.step, cfg.regression_batch))
         name = "regression"
-        if step >= regression_steps:
-            ds, pair_rows = sampler.batch(step - regression_steps)
+        if run.step >= regression_steps:
+            ds, pair_rows = sampler.batch(run.step - regression_steps)
             loss = pair_loss(bag, pair_bags, ds, pair_rows, cfg.scale) + cfg.regression_weight * loss
             name = ds.name
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(step, regression_steps, total, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % cfg.log_every == 0 or step == total:
-            rate = (step - start_step) / (time.time() - start)
-            log(f"step {step}/{total} {name} loss {loss.item():.4f} ({rate:.1f} steps/s, "
-                f"{(total - step) / rate / 60:.1f} min left)")
-        if step % cfg.eval_every == 0 or step == regression_steps or step == total:
-            best = _evaluate(bag, tokenizer, held, corpus, best, step, cfg, out, log)
-        if step % cfg.checkpoint_every == 0 or step == total:
-            save_checkpoint(ckpt_file, bag, opt, step, best, asdict(cfg))
-    log(f"done after {step} steps; model in {out}")
+        run.update(loss)
+        if run.due(cfg.log_every):
+            log(f"step {run.step}/{total} {name} loss {loss.item():.4f} ({run.steps_per_second():.1f} steps/s, "
+                f"{run.minutes_left():.1f} min left)")
+        if run.due(cfg.eval_every) or run.step == regression_steps:
+            run.best = _evaluate(bag, tokenizer, held, corpus, run.best, run.step, cfg, out, log)
+        run.checkpoint_if_due()
+    log(f"done after {run.step} steps; model in {out}")
     return out
 
 
