@@ -1,6 +1,6 @@
-"""The skeleton every transformer training loop shares: one `Run` holds the model, optimizer, step, best and
-total, resumes from its checkpoint, steps the schedule and says when logging, evaluation and checkpoints are due.
-A recipe (distill.py, finetune.py, static.py) keeps only its data, its loss and its evaluation, and reads top to bottom:
+"""The skeleton every training loop shares: one `Run` holds the model, optimizer, step, best and total, resumes
+from its checkpoint, steps the schedule and says when logging, evaluation and checkpoints are due. A recipe
+(distill.py, finetune.py, static.py) keeps only its data, its loss and its evaluation, and reads top to bottom:
 
     run = Run.start(cfg, model, total, ckpt_file, resume, fresh_best, log)
     while not run.done:
