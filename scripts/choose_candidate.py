@@ -20,13 +20,7 @@ import json
 import shutil
 from pathlib import Path
 
-
-def score(report: dict, model: Path, script: str, key: str | None = None) -> float:
-    """The model's entry of a report; a model missing from it stops the choice."""
-    if str(model) not in report:
-        what = "validation" if key else "agreement"
-        raise SystemExit(f"{model}: not in the {what} report; run scripts/{script} on every candidate")
-    return float(report[str(model)][key] if key else report[str(model)])
+from ship_rule import load, pick  # scripts/ is on the path of a script run from it
 
 
 def main() -> None:
@@ -39,12 +33,12 @@ def main() -> None:
     args = parser.parse_args()
     if (args.agreement is None) != (args.floor is None):
         raise SystemExit("--agreement and --floor go together")
-    report = json.loads(args.validation.read_text(encoding="utf-8"))
-    scores = {str(c): score(report, c, "validate.py", "mean") for c in args.candidates}
+    report = load(args.validation)
+    scores = {str(c): float(pick(report, str(c), "validation")["mean"]) for c in args.candidates}
     eligible, agreements = list(args.candidates), {}
     if args.agreement:
-        found = json.loads(args.agreement.read_text(encoding="utf-8"))
-        agreements = {str(c): score(found, c, "agreement.py") for c in [*args.candidates, args.floor]}
+        found = load(args.agreement)
+        agreements = {str(c): float(pick(found, str(c), "agreement")) for c in [*args.candidates, args.floor]}
         eligible = [c for c in args.candidates if agreements[str(c)] >= agreements[str(args.floor)]] or eligible
     best = max(eligible, key=lambda c: scores[str(c)])
     tmp = args.out.with_name(args.out.name + ".tmp")
