@@ -11,7 +11,6 @@ Writes benchmarks/results/batch_embed.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from zhembed.eval.speed import cpu_name
+from zhembed.eval.speed import cpu_name, write_report
 from zhembed.scale.embed_dataset import EmbedConfig, embed_dataset
 from zhembed.textio import read_lines
 
@@ -85,10 +84,7 @@ def main() -> None:
         f"loading). Same texts in the same order: {doc['agreement']['same_texts_in_order']}; largest embedding "
         f"difference {doc['agreement']['max_abs_embedding_difference']:.2e} (threads differ: 1 per actor, "
         f"{doc['cores']} locally).\n"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    args.out.with_suffix(".md").write_text(table, encoding="utf-8")
-    print(table)
+    write_report(args.out, doc, table)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ warm-up build of each. Writes benchmarks/results/cascade_search.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from zhembed import Encoder
-from zhembed.eval.speed import cpu_name
+from zhembed.eval.speed import cpu_name, write_report
 from zhembed.search.build import BuildSpec, build_index
 from zhembed.search.index import Index
 from zhembed.textio import Records
@@ -90,10 +89,7 @@ def main() -> None:
               "top1": {name: r[0] for name, r in results.items()}, "ms_per_query": {name: r[1] for name, r in results.items()},
               "build_s": builds, "build_s_median": build_s,
               "build_speed_ratio_static_to_transformer": build_s["transformer"] / build_s["static"]}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "cascade_search.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    (args.out / "cascade_search.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out / "cascade_search", report, markdown(report))
 
 
 def markdown(r: dict) -> str:

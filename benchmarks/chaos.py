@@ -37,7 +37,7 @@ from pathlib import Path
 
 import httpx
 
-from zhembed.eval.speed import cpu_name
+from zhembed.eval.speed import cpu_name, write_report
 from zhembed.search import Index
 
 RESULTS = Path(__file__).parent / "results"
@@ -436,8 +436,6 @@ def main() -> None:
         with Server("--index", str(index)) as url:
             doc["mixed_load"] = mixed_load(url, texts[:2000], args.short)
             print("mixed load:", doc["mixed_load"], flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "chaos.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     k, f, m = doc["kill_and_resume"], doc["fuzz"], doc["mixed_load"]
     md = "\n".join([
         "| check | result |", "|---|---|",
@@ -465,8 +463,7 @@ def main() -> None:
         f"| mixed load: one-sentence requests beside two clients of 64-sentence requests | p99 alone "
         f"{m['short_p99_alone_ms']} ms, under load {m['short_p99_under_load_ms']} ms: {m['ratio']}x |",
         "", f"{doc['cpu']}, {doc['date']}. Command: `{doc['command']}`", ""])
-    (args.out / "chaos.md").write_text(md)
-    print(md)
+    write_report(args.out / "chaos", doc, md)
 
 
 if __name__ == "__main__":

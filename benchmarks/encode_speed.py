@@ -10,13 +10,12 @@ Encoder / sentence-transformers. Writes benchmarks/results/encode_speed.{json,md
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 from zhembed import Encoder
-from zhembed.eval.speed import bench_sentences, cpu_name
+from zhembed.eval.speed import bench_sentences, cpu_name, write_report
 from zhembed.make.import_e5 import teacher_dir
 
 RESULTS = Path(__file__).parent / "results"
@@ -58,15 +57,12 @@ def main() -> None:
                      "ratio": round(speed["zhembed Encoder"] / speed["sentence-transformers"], 3)})
     doc = {"model": str(model_dir), "sentences": len(texts), "max_length": 256, "repeats": args.repeats,
            "threads": torch.get_num_threads(), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"), "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "encode_speed.json").write_text(json.dumps(doc, indent=2) + "\n")
     table = ["| batch | zhembed Encoder (sent/s) | sentence-transformers (sent/s) | ratio |", "|---|---|---|---|"]
     table += [f"| {r['batch_size']} | {r['zhembed Encoder']} | {r['sentence-transformers']} | {r['ratio']:.3f} |" for r in rows]
     md = "\n".join(table) + (f"\n\n{model_dir.name}, {len(texts)} sentences, max_length 256, median of {args.repeats} "
                              f"repeats, {doc['threads']} threads, {doc['cpu']}, {doc['date']}.\n"
                              "Command: `python benchmarks/encode_speed.py`\n")
-    (args.out / "encode_speed.md").write_text(md)
-    print(md)
+    write_report(args.out / "encode_speed", doc, md)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ the medians is reported.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zhembed.eval.speed import cpu_name
+from zhembed.eval.speed import cpu_name, write_report
 
 RESULTS = Path(__file__).parent / "results"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval" / "lcqmc_dev.tsv"
@@ -111,10 +110,7 @@ def main() -> None:
         md += (f"- {line('sentence-transformers + OpenVINO static int8', report[args.peer])}\n"
                f"- ratio of the medians: {report[f'ratio_to_{args.peer}']:.2f}x\n")
     md += f"\n| zhembed sentences/s | processes |\n|---|---|\n{histogram(ours)}\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / f"{name}.md").write_text(md)
-    print(md)
+    write_report(args.out / name, report, md)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from zhembed import Encoder
-from zhembed.eval.speed import cpu_name
+from zhembed.eval.speed import cpu_name, write_report
 from zhembed.search import store
 from zhembed.search.build import BuildSpec, new_meta
 from zhembed.search.index import Index
@@ -92,9 +92,7 @@ def main() -> None:
            "base_texts": size, "added": args.added, "fresh_build_s": builds, "add_s": adds,
            "ratio_median": round(statistics.median(adds) / statistics.median(builds), 3), "segments_after": segments}
     print(json.dumps(doc, indent=1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "index_add.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (args.out / "index_add.md").write_text(
+    write_report(args.out / "index_add", doc,
         f"`{doc['command']}` on {doc['cpu']}, {doc['date']}\n\n| | median s | runs |\n|---|---|---|\n"
         f"| `index build` of {args.added} texts, fresh | {statistics.median(builds):.2f} | {builds} |\n"
         f"| `index add` of {args.added} texts to {size} | {statistics.median(adds):.2f} | {adds} |\n\n"

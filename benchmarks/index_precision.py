@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from zhembed import Encoder
-from zhembed.eval.speed import cpu_name
+from zhembed.eval.speed import cpu_name, write_report
 from zhembed.search import ann as ann_lib
 from zhembed.search import store
 from zhembed.search.build import BuildSpec, new_meta
@@ -97,14 +97,12 @@ def main() -> None:
     doc = {"command": "python " + " ".join(sys.argv), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"),
            "sentences": len(texts), "queries": len(queries), "rounds": args.rounds, "precisions": rows}
     print(json.dumps(doc, indent=1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "index_precision.json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [f"`{doc['command']}` on {doc['cpu']}, {doc['date']}; {len(texts)} sentences, {len(queries)} queries",
              "", "| precision | faiss | p50 ms | p99 ms | p50 / fp32 HNSW | recall@10 | in memory MB |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {p} | {r['faiss_index']} | {r['p50_ms']} | {r['p99_ms']} | {r['p50_vs_fp32_hnsw']} | "
               f"{r['recall_at_10']} | {r['in_memory_mb']} |" for p, r in rows.items()]
-    (args.out / "index_precision.md").write_text("\n".join(lines) + "\n")
+    write_report(args.out / "index_precision", doc, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Writes benchmarks/results/int8_static.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from zhembed import Encoder
-from zhembed.eval.speed import cpu_name
+from zhembed.eval.speed import cpu_name, write_report
 from zhembed.modeldir import INT8_FILE, ONNX_DIR
 
 RESULTS = Path(__file__).parent / "results"
@@ -89,10 +88,7 @@ def main() -> None:
     names = list(report["systems"])
     report["static_to_dynamic_speed_ratio"] = (report["systems"][names[0]]["sent_per_s_median"]
                                                / report["systems"][names[1]]["sent_per_s_median"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "int8_static.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "int8_static.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out / "int8_static", report, markdown(report))
 
 
 def markdown(r: dict) -> str:

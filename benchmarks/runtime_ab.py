@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import shutil
 import statistics
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from zhembed import Encoder
-from zhembed.eval.speed import bench_sentences, cpu_name
+from zhembed.eval.speed import bench_sentences, cpu_name, write_report
 from zhembed.eval.suite import evaluate_encoder, load_tasks
 
 RESULTS = Path(__file__).parent / "results"
@@ -75,8 +74,6 @@ def main() -> None:
            "throughput": {k: round(v, 1) for k, v in speed.items()},
            "ratio_this_vs_baseline": round(speed["this checkout"] / speed["baseline"], 3),
            "accuracy_cosine_avg": accuracy, "vector_cosine_min": round(float((a * b).sum(1).min()), 6)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "runtime_ab.json").write_text(json.dumps(doc, indent=2) + "\n")
     md = "\n".join([
         "| | baseline | this checkout | ratio |", "|---|---|---|---|",
         f"| throughput (sentences/s, median of {args.rounds}) | {doc['throughput']['baseline']} | "
@@ -85,8 +82,7 @@ def main() -> None:
         "", f"Backends: {doc['backends']}; lowest cosine between their vectors of 2,000 sentences: "
             f"{doc['vector_cosine_min']}. {len(texts)} sentences, batch 16, max_length 256, {doc['cpu']}, {doc['date']}.",
         f"Command: `{doc['command']}`", ""])
-    (args.out / "runtime_ab.md").write_text(md)
-    print(md)
+    write_report(args.out / "runtime_ab", doc, md)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from zhembed import Encoder
-from zhembed.eval.speed import bench_sentences, cpu_name
+from zhembed.eval.speed import bench_sentences, cpu_name, write_report
 from zhembed.make.onnx_export import export_onnx
 from zhembed.modeldir import FP32_FILE, ONNX_DIR
 from zhembed.runtime import default_model_dir, length_batches
@@ -119,11 +119,7 @@ def main() -> None:
            "rows": rows, "accuracy_cosine_avg": accuracy, "matmul_peak_gflops": round(peak, 1),
            "cold_start_s": cold_s, "cold_start_rss_mb": int(cold[0][1]),
            "cold_start_imports_torch": cold[0][2] == "True", "cold_start_imports_transformers": cold[0][3] == "True"}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "runtime_speed.json").write_text(json.dumps(doc, indent=2) + "\n")
-    md = _markdown(doc)
-    (args.out / "runtime_speed.md").write_text(md)
-    print(md)
+    write_report(args.out / "runtime_speed", doc, _markdown(doc))
 
 
 def _accuracy(model_dir: Path, fp32: Encoder, int8: Encoder) -> dict:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from zhembed import Encoder
-from zhembed.eval.speed import cpu_name
+from zhembed.eval.speed import cpu_name, write_report
 from zhembed.search import ann as ann_lib
 from zhembed.search import store
 from zhembed.search.build import BuildSpec, build_index
@@ -224,10 +224,7 @@ def main() -> None:
            "corpus": corpus, "precisions": precision_section(args.work, queries, query_vectors, vectors),
            "libraries": {} if args.skip_libraries else libraries_section(vectors, query_vectors),
            "paraphrase": paraphrase}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    args.out.with_suffix(".md").write_text(markdown(doc), encoding="utf-8")
-    print(markdown(doc))
+    write_report(args.out, doc, markdown(doc))
 
 
 if __name__ == "__main__":

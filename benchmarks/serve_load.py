@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from zhembed import Encoder
-from zhembed.eval.speed import bench_sentences, cpu_name
+from zhembed.eval.speed import bench_sentences, cpu_name, write_report
 
 RESULTS = Path(__file__).parent / "results"
 INFINITY = Path(__file__).parent / ".infinity-venv" / "bin" / "infinity_emb"
@@ -364,10 +364,7 @@ def write(args, bases: list[dict], results: dict, vectors: dict) -> None:
         doc["infinity_ratio_16x1_requests"] = z["16x1"]["requests_per_s"]["median"] / i["16x1"]["requests_per_s"]["median"]
         doc["infinity_ratio_4x32_sentences"] = z["4x32"]["sentences_per_s"]["median"] / i["4x32"]["sentences_per_s"]["median"]
         doc["infinity_ratio_1x1_p50"] = z["1x1"]["p50_ms"]["median"] / i["1x1"]["p50_ms"]["median"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve_load.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (args.out / "serve_load.md").write_text(markdown(doc))
-    print(markdown(doc))
+    write_report(args.out / "serve_load", doc, markdown(doc))
 
 
 def markdown(doc: dict) -> str:

@@ -14,7 +14,6 @@ Writes benchmarks/results/static_cluster.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from zhembed import Encoder
-from zhembed.eval.speed import cpu_name
+from zhembed.eval.speed import cpu_name, write_report
 from zhembed.search.cluster import segments
 
 RESULTS = Path(__file__).parent / "results"
@@ -83,16 +82,13 @@ def main() -> None:
         "transformer_on_static_duplicate_pairs": agreement(transformer, texts, same, args.threshold),
         "transformer_on_random_pairs": agreement(transformer, texts, chance, args.threshold),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "static_cluster.json").write_text(json.dumps(report, indent=1) + "\n")
     dup, rnd = report["transformer_on_static_duplicate_pairs"], report["transformer_on_random_pairs"]
     md = (f"CPU: {report['cpu']}\n\n`{report['command']}`: {report['texts']:,} texts in **{wall:.1f} s** end to end, "
           f"{report['clusters']:,} clusters, {report['texts_in_clusters_of_2_or_more']:,} texts in clusters of 2 or more.\n\n"
           f"| {args.pairs} pairs | transformer cosine >= {args.threshold} | transformer cosine quartiles |\n|---|---|---|\n"
           f"| two texts of one static cluster | {dup['share_at_threshold']:.1%} | {dup['cosine_quartiles']} |\n"
           f"| two random texts | {rnd['share_at_threshold']:.1%} | {rnd['cosine_quartiles']} |\n")
-    (args.out / "static_cluster.md").write_text(md)
-    print(md)
+    write_report(args.out / "static_cluster", report, md)
 
 
 if __name__ == "__main__":

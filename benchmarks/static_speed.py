@@ -11,7 +11,6 @@ the rest, the table lookup and mean. Writes benchmarks/results/static_speed.{jso
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from zhembed import Encoder
-from zhembed.eval.speed import cpu_name
+from zhembed.eval.speed import cpu_name, write_report
 
 RESULTS = Path(__file__).parent / "results"
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corpus" / "sentences.txt"
@@ -77,10 +76,7 @@ def main() -> None:
               "static_time_split": split_static(systems["static"], texts, best["static"])}
     report["static_to_transformer_speed_ratio"] = (report["systems"]["static"]["sent_per_s_median"]
                                                    / report["systems"]["transformer"]["sent_per_s_median"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "static_speed.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "static_speed.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out / "static_speed", report, markdown(report))
 
 
 def markdown(r: dict) -> str:

@@ -15,7 +15,6 @@ Writes benchmarks/results/train_speed.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import statistics
@@ -23,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from zhembed.eval.speed import cpu_name
+from zhembed.eval.speed import cpu_name, write_report
 from zhembed.train.distill import DistillConfig, distill
 from zhembed.train.finetune import FinetuneConfig, finetune
 
@@ -120,10 +119,7 @@ def main() -> None:
                 if rnd:
                     results[kind][variant].append(result)
     report = summarize(results, args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "train_speed.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    (args.out / "train_speed.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out / "train_speed", report, markdown(report))
 
 
 def summarize(results: dict, args) -> dict:

@@ -126,3 +126,12 @@ def test_eval_and_bench_commands(monkeypatch, capsys, tiny_bert, tmp_path):
                "--repeats", 1, "--json", tmp_path / "b.json")
     doc = json.loads((tmp_path / "b.json").read_text())
     assert doc["models"][1]["throughput_ratio"] > 0 and doc["models"][0]["latency_ms"] > 0 and "cost (s)" in out
+
+
+def test_write_report_writes_json_and_markdown_beside_each_other(tmp_path, capsys):
+    from zhembed.eval.speed import write_report
+
+    write_report(tmp_path / "new" / "bench", {"模型": "zhembed", "ratio": 1.5}, "| 模型 | ratio |\n")
+    assert json.loads((tmp_path / "new" / "bench.json").read_text(encoding="utf-8")) == {"模型": "zhembed", "ratio": 1.5}
+    assert (tmp_path / "new" / "bench.md").read_text(encoding="utf-8") == "| 模型 | ratio |\n"
+    assert "| 模型 | ratio |" in capsys.readouterr().out

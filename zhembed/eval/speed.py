@@ -8,6 +8,7 @@ a noisy machine falls on all of them alike; the median repeat is reported.
 from __future__ import annotations
 
 import datetime
+import json
 import platform
 import time
 from pathlib import Path
@@ -73,6 +74,14 @@ def cpu_name() -> str:
     except OSError:
         pass
     return f"{name} ({', '.join(cpu_flags()) or 'no AVX2'})"
+
+
+def write_report(stem: Path, doc: dict, markdown: str) -> None:
+    """Write a benchmark's report as STEM.json and STEM.md (UTF-8; folders made as needed) and print the Markdown."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    stem.with_suffix(".md").write_text(markdown, encoding="utf-8")
+    print(markdown)
 
 
 def run_bench(encoders: list[Encoder], sentences: list[str], batch_size: int = 16, max_length: int = 256,
