@@ -5,7 +5,7 @@
 # runs/build.log there. Idempotent: a build already running is left alone; a missing worktree or venv (a machine
 # that came up wiped) is made again first.
 #
-#   scripts/background_build.sh                    # the stages in STAGES below, teacher to verdict
+#   scripts/background_build.sh                    # the stages in STAGES below, teacher to candidates
 #   scripts/background_build.sh teacher,distill    # just these (build_default_model.sh's ONLY)
 #   WORKTREE=/elsewhere scripts/background_build.sh
 #
@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKTREE=${WORKTREE:-$(cd .. && pwd)/wt-accuracy}
-STAGES=${1:-teacher,distill,negatives,base-e,finetune-a,average-a,finetune-repair,average-repair,choose,calibrate,int8,evaluate,verdict}
+STAGES=${1:-teacher,distill,negatives,base-e,finetune-a,average-a,finetune-repair,average-repair,choose,calibrate,int8,evaluate,verdict,candidates}
 
 if pgrep -f "build_default_model.sh" > /dev/null; then
   echo "a build is running already:" && pgrep -fa "zhembed (distill|finetune|mine-negatives|import-e5|export)" || true
