@@ -20,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 
+from zhembed.eval.speed import write_report
+
 MARGIN, SPLIT_DROP, INT8_GAP = 0.5, 3.0, 0.3
 TARGETS = {"seed average": 55.0, "pawsx_dev": 10.0, "64-d share %": 99.0, "32-d share %": 96.0}
 
@@ -93,11 +95,7 @@ def main() -> None:
     result = verdict(new, old, int8_average)
     report = {"candidate": args.candidate, "shipped": args.shipped, **result, "int8 seed average": int8_average,
               "measures": {args.candidate: new, args.shipped: old}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    text = table(args.candidate, args.shipped, new, old, result, int8_average)
-    args.out.with_suffix(".md").write_text(text, encoding="utf-8")
-    print(text)
+    write_report(args.out, report, table(args.candidate, args.shipped, new, old, result, int8_average))
 
 
 if __name__ == "__main__":

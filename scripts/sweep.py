@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from zhembed.eval.speed import write_report
+
 
 def run_info(model: Path) -> dict:
     marker = model / "zhembed_run.json"
@@ -54,10 +56,7 @@ def main() -> None:
         lines.append(f"| {r['model']} | {r['step'] or '-'} | {validation} | " + " | ".join(cells)
                      + f" | {r['eval']['avg']['seed']:.2f} | {r['eval']['avg']['cosine']:.2f} |")
     table = "\n".join(lines) + "\n\nCommand: `python " + " ".join(sys.argv) + "`\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    args.out.with_suffix(".md").write_text(table, encoding="utf-8")
-    print(table)
+    write_report(args.out, rows, table)
 
 
 if __name__ == "__main__":

@@ -76,8 +76,8 @@ def cpu_name() -> str:
     return f"{name} ({', '.join(cpu_flags()) or 'no AVX2'})"
 
 
-def write_report(stem: Path, doc: dict, markdown: str) -> None:
-    """Write a benchmark's report as STEM.json and STEM.md (UTF-8; folders made as needed) and print the Markdown."""
+def write_report(stem: Path, doc: dict | list, markdown: str) -> None:
+    """Write a benchmark's or a script's report as STEM.json and STEM.md (UTF-8; folders made as needed) and print the Markdown."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     stem.with_suffix(".md").write_text(markdown, encoding="utf-8")
